@@ -1,0 +1,263 @@
+"""Encoder and decoder builders, and the :class:`VAE` module that ties them to the objective.
+
+Builders return plain ``torch.nn`` modules so that a reader can print them and see every
+layer. Images are ``(n, channels, height, width)`` or ``(n, height, width)``; MLPs flatten
+them and decoders give them their shape back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .checks import check_choice, check_positive, check_positive_int
+from .gaussian import sample_diag_normal
+from .objectives import LIKELIHOODS, ELBOTerms, beta_vae_terms
+
+__all__ = [
+    "ACTIVATIONS",
+    "VAE",
+    "GaussianEncoder",
+    "conv_decoder",
+    "conv_encoder",
+    "mlp",
+    "mlp_decoder",
+    "mlp_encoder",
+    "seeded",
+]
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "softplus": nn.Softplus,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run the block with torch's CPU random state set to ``seed``, restoring it afterwards.
+
+    Parameter initialisation in ``torch.nn`` draws from the global generator; building a
+    network inside ``with seeded(seed):`` makes it reproducible without changing the global
+    state seen by the rest of a notebook.
+    """
+    check_positive_int(seed, "seed", allow_zero=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def mlp(sizes: Sequence[int], activation: str = "relu", final_activation: str | None = None):
+    """A fully connected network ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
+
+    The activation follows every hidden layer; ``final_activation`` (default none) follows
+    the last one.
+    """
+    sizes = _sizes(sizes, "sizes", minimum=2)
+    check_choice(activation, "activation", ACTIVATIONS)
+    if final_activation is not None:
+        check_choice(final_activation, "final_activation", ACTIVATIONS)
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(fan_in, fan_out))
+        last = i == len(sizes) - 2
+        if not last:
+            layers.append(ACTIVATIONS[activation]())
+        elif final_activation is not None:
+            layers.append(ACTIVATIONS[final_activation]())
+    return nn.Sequential(*layers)
+
+
+class GaussianEncoder(nn.Module):
+    """``x -> (mu, logvar)``: a feature network followed by two linear heads.
+
+    Parameters
+    ----------
+    body : module mapping a batch ``(n, ...)`` to features ``(n, feature_dim)``.
+    feature_dim, latent_dim : ints.
+    """
+
+    def __init__(self, body: nn.Module, feature_dim: int, latent_dim: int):
+        super().__init__()
+        check_positive_int(feature_dim, "feature_dim")
+        check_positive_int(latent_dim, "latent_dim")
+        self.body = body
+        self.mu = nn.Linear(feature_dim, latent_dim)
+        self.logvar = nn.Linear(feature_dim, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return self.mu(h), self.logvar(h)
+
+
+def mlp_encoder(input_shape, hidden: Sequence[int], latent_dim: int, activation: str = "relu"):
+    """A :class:`GaussianEncoder` whose body flattens the input and applies an MLP.
+
+    ``input_shape`` is the shape of one example (e.g. ``(8, 8)`` or ``(64,)``).
+    """
+    input_dim = math.prod(_sizes(input_shape, "input_shape", minimum=1))
+    hidden = _sizes(hidden, "hidden", minimum=1)
+    body = nn.Sequential(nn.Flatten(), mlp([input_dim, *hidden], activation, activation))
+    return GaussianEncoder(body, hidden[-1], latent_dim)
+
+
+def mlp_decoder(latent_dim: int, hidden: Sequence[int], output_shape, activation: str = "relu"):
+    """An MLP ``z -> output`` reshaped to ``output_shape`` (the shape of one example)."""
+    output_shape = _sizes(output_shape, "output_shape", minimum=1)
+    check_positive_int(latent_dim, "latent_dim")
+    hidden = _sizes(hidden, "hidden", minimum=1)
+    net = mlp([latent_dim, *hidden, math.prod(output_shape)], activation)
+    return nn.Sequential(net, nn.Unflatten(1, tuple(output_shape)))
+
+
+def conv_encoder(image_shape, latent_dim: int, channels=(32, 64), hidden: int = 128):
+    """A convolutional :class:`GaussianEncoder` for images ``(c, h, w)``.
+
+    Each entry of ``channels`` is a 4x4 convolution of stride 2 (halving the resolution,
+    so ``h`` and ``w`` must be divisible by ``2 ** len(channels)``), followed by ReLU; then
+    a linear layer of ``hidden`` units.
+    """
+    c, h, w = _image_shape(image_shape, len(channels))
+    channels = _sizes(channels, "channels", minimum=1)
+    check_positive_int(hidden, "hidden")
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip((c, *channels[:-1]), channels, strict=True):
+        layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
+    scale = 2 ** len(channels)
+    flat = channels[-1] * (h // scale) * (w // scale)
+    layers += [nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU()]
+    return GaussianEncoder(nn.Sequential(*layers), hidden, latent_dim)
+
+
+def conv_decoder(latent_dim: int, image_shape, channels=(64, 32), hidden: int = 128):
+    """The mirror of :func:`conv_encoder`: ``z -> (c, h, w)`` with stride-2 transposed convs."""
+    c, h, w = _image_shape(image_shape, len(channels))
+    channels = _sizes(channels, "channels", minimum=1)
+    check_positive_int(latent_dim, "latent_dim")
+    check_positive_int(hidden, "hidden")
+    scale = 2 ** len(channels)
+    start = (channels[0], h // scale, w // scale)
+    layers: list[nn.Module] = [
+        nn.Linear(latent_dim, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, math.prod(start)),
+        nn.ReLU(),
+        nn.Unflatten(1, start),
+    ]
+    for c_in, c_out in zip(channels, (*channels[1:], c), strict=True):
+        layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
+        layers.append(nn.ReLU())
+    layers.pop()  # no activation on the output: it is a Gaussian mean or Bernoulli logits
+    return nn.Sequential(*layers)
+
+
+class VAE(nn.Module):
+    """A VAE with a Gaussian encoder, a standard normal prior and a Gaussian or Bernoulli decoder.
+
+    Parameters
+    ----------
+    encoder : module ``x -> (mu, logvar)``, e.g. from :func:`mlp_encoder`.
+    decoder : module ``z -> decoder output`` (shape of ``x``), e.g. from :func:`mlp_decoder`.
+    likelihood : ``"gaussian"`` (decoder outputs the mean) or ``"bernoulli"`` (logits).
+    beta : float > 0, weight of the KL term in :meth:`terms`.
+    log_gamma : initial log-variance of the Gaussian decoder.
+    learn_gamma : whether ``log_gamma`` is a trained parameter (Dai & Wipf) or fixed.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        *,
+        likelihood: str = "gaussian",
+        beta: float = 1.0,
+        log_gamma: float = 0.0,
+        learn_gamma: bool = False,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.likelihood = check_choice(likelihood, "likelihood", LIKELIHOODS)
+        self.beta = check_positive(beta, "beta")
+        log_gamma = torch.tensor(float(log_gamma))
+        if not torch.isfinite(log_gamma):
+            raise ValueError("log_gamma must be finite")
+        if learn_gamma:
+            self.log_gamma = nn.Parameter(log_gamma)
+        else:
+            self.register_buffer("log_gamma", log_gamma)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)`` of ``q(z|x)``, each ``(n, latent_dim)``."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder output at ``z`` ``(n, latent_dim)``: Gaussian mean or Bernoulli logits."""
+        return self.decoder(z)
+
+    def mean_image(self, z: torch.Tensor) -> torch.Tensor:
+        """``E[x|z]``: the decoder mean (Gaussian) or ``sigmoid(logits)`` (Bernoulli)."""
+        out = self.decode(z)
+        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+
+    def terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> ELBOTerms:
+        """Per-example :class:`~vaebook.objectives.ELBOTerms` with one sample of ``z`` each."""
+        mu, logvar = self.encode(x)
+        z = sample_diag_normal(mu, logvar, generator=generator)
+        return beta_vae_terms(
+            x,
+            self.decode(z),
+            mu,
+            logvar,
+            beta=self.beta,
+            likelihood=self.likelihood,
+            log_gamma=self.log_gamma,
+        )
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """``E[x|z = mu(x)]``: the reconstruction at the posterior mean."""
+        mu, _ = self.encode(x)
+        return self.mean_image(mu)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decoder means at ``n`` draws ``z ~ N(0, I)`` from the prior."""
+        check_positive_int(n, "n")
+        latent_dim = self.encoder.mu.out_features
+        ref = next(self.decoder.parameters())
+        z = torch.randn(n, latent_dim, generator=generator, device=ref.device, dtype=ref.dtype)
+        return self.mean_image(z)
+
+
+def _sizes(values, name: str, minimum: int) -> tuple[int, ...]:
+    if isinstance(values, int):
+        values = (values,)
+    try:
+        values = tuple(values)
+    except TypeError as err:
+        raise TypeError(f"{name} must be a sequence of ints, got {type(values).__name__}") from err
+    if len(values) < minimum:
+        raise ValueError(f"{name} needs at least {minimum} entries, got {len(values)}")
+    for v in values:
+        check_positive_int(v, f"every entry of {name}")
+    return values
+
+
+def _image_shape(image_shape, n_halvings: int) -> tuple[int, int, int]:
+    shape = _sizes(image_shape, "image_shape", minimum=3)
+    if len(shape) != 3:
+        raise ValueError(f"image_shape must be (channels, height, width), got {shape}")
+    scale = 2**n_halvings
+    if shape[1] % scale or shape[2] % scale:
+        raise ValueError(
+            f"image_shape height and width must be divisible by {scale} "
+            f"(one halving per entry of channels), got {shape[1:]}"
+        )
+    return shape

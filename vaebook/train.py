@@ -1,0 +1,129 @@
+"""One training loop for every model of the book.
+
+:func:`fit` maximises ``model.terms(x, generator).mean().objective`` (the β-VAE objective or
+any other :class:`~vaebook.objectives.ELBOTerms`-returning model) with Adam, shows a
+``tqdm.auto`` progress bar, and returns the epoch-averaged history of every term.
+Everything random (parameter noise, mini-batch order) is drawn from generators seeded by
+``seed``, so two calls with the same arguments give the same numbers on the CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .checks import as_tensor, check_positive, check_positive_int
+
+__all__ = ["History", "fit", "resolve_device"]
+
+
+@dataclass
+class History:
+    """Epoch-averaged training curves: ``history["elbo"]`` is a list with one float per epoch.
+
+    Keys are those of :meth:`~vaebook.objectives.ELBOTerms.as_dict` (reconstruction, kl, elbo,
+    objective), plus ``log_gamma`` when the model learns its decoder variance.
+    """
+
+    terms: dict[str, list[float]] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.terms[key]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.terms.values()), []))
+
+    def final(self) -> dict[str, float]:
+        """The last epoch's value of every term."""
+        return {key: values[-1] for key, values in self.terms.items()}
+
+    def append(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.terms.setdefault(key, []).append(value)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` means CUDA when available, else CPU; other values go to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or a torch.device, got {device!r}") from err
+
+
+def fit(
+    model: torch.nn.Module,
+    data,
+    *,
+    epochs: int,
+    batch_size: int | None = None,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    description: str | None = None,
+) -> History:
+    """Train ``model`` on ``data`` by maximising its objective; return the :class:`History`.
+
+    Parameters
+    ----------
+    model : module with a method ``terms(x, generator) -> ELBOTerms`` (e.g. :class:`~vaebook.nets.VAE`).
+        It is moved to ``device`` and trained in place.
+    data : tensor ``(n, ...)`` of training examples.
+    epochs : int > 0, passes over the data.
+    batch_size : examples per step; ``None`` means full-batch (one step per epoch).
+    lr : Adam learning rate.
+    seed : seeds the reparameterisation noise and the mini-batch order.
+    device : ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
+    progress : show a ``tqdm.auto`` progress bar over epochs.
+    description : label of the progress bar.
+
+    Raises
+    ------
+    FloatingPointError
+        when the objective becomes NaN or infinite (with the epoch at which it happened).
+    """
+    if not hasattr(model, "terms"):
+        raise TypeError("model must have a terms(x, generator) method, e.g. vaebook.nets.VAE")
+    data = as_tensor(data, "data")
+    if data.dim() < 2 or data.shape[0] == 0:
+        raise ValueError(f"data must be a non-empty batch (n, ...), got shape {tuple(data.shape)}")
+    epochs = check_positive_int(epochs, "epochs")
+    n = data.shape[0]
+    batch_size = n if batch_size is None else min(check_positive_int(batch_size, "batch_size"), n)
+    lr = check_positive(lr, "lr")
+    check_positive_int(seed, "seed", allow_zero=True)
+    device = resolve_device(device)
+
+    model.to(device)
+    data = data.to(device=device, dtype=next(model.parameters()).dtype)
+    order_gen = torch.Generator().manual_seed(seed)
+    noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    history = History()
+    bar = tqdm(range(epochs), desc=description, disable=not progress, leave=True)
+    for epoch in bar:
+        totals: dict[str, float] = {}
+        perm = torch.randperm(n, generator=order_gen).to(device) if batch_size < n else None
+        for start in range(0, n, batch_size):
+            x = data if perm is None else data[perm[start : start + batch_size]]
+            terms = model.terms(x, noise_gen).mean()
+            loss = -terms.objective
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the objective became {loss.item()} at epoch {epoch}; try a smaller lr"
+                )
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            weight = x.shape[0] / n
+            for key, value in terms.as_dict().items():
+                totals[key] = totals.get(key, 0.0) + weight * value
+        if isinstance(getattr(model, "log_gamma", None), torch.nn.Parameter):
+            totals["log_gamma"] = float(model.log_gamma.detach())
+        history.append(totals)
+        bar.set_postfix(elbo=f"{totals['elbo']:.2f}", kl=f"{totals['kl']:.2f}")
+    return history
