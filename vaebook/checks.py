@@ -36,7 +36,9 @@ def as_tensor(value, name: str, *, dtype: torch.dtype | None = None, like=None) 
             else:
                 value = torch.as_tensor(value)
         except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(f"{name} must be a tensor or a number, got {type(value).__name__}") from err
+            raise TypeError(
+                f"{name} must be a tensor or a number, got {type(value).__name__}"
+            ) from err
     if not (value.is_floating_point() or value.is_complex()) and dtype is None and like is None:
         value = value.to(torch.get_default_dtype())
     if dtype is not None:

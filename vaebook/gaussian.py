@@ -1,4 +1,4 @@
-"""The Gaussian toolbox: densities, entropies, KL divergences and reparameterised sampling.
+r"""The Gaussian toolbox: densities, entropies, KL divergences and reparameterised sampling.
 
 Every chapter of the book uses these. Diagonal Gaussians are parameterised by their mean and
 *log*-variance (what an encoder outputs); full-covariance Gaussians by mean and covariance
@@ -9,9 +9,10 @@ The closed forms are those of the primer (:doc:`/book/primer`), e.g. for diagona
 
 .. math::
 
-    \\mathrm{KL}(\\mathcal N(\\mu_q, \\sigma_q^2) \\,\\|\\, \\mathcal N(\\mu_p, \\sigma_p^2))
-    = \\tfrac12 \\sum_j \\Big[ \\frac{\\sigma_{q,j}^2 + (\\mu_{q,j} - \\mu_{p,j})^2}{\\sigma_{p,j}^2}
-      - 1 - \\log \\frac{\\sigma_{q,j}^2}{\\sigma_{p,j}^2} \\Big].
+    \mathrm{KL}(\mathcal N(\mu_q, \sigma_q^2) \,\|\, \mathcal N(\mu_p, \sigma_p^2))
+    = \tfrac12 \sum_j \Big[
+      \frac{\sigma_{q,j}^2 + (\mu_{q,j} - \mu_{p,j})^2}{\sigma_{p,j}^2}
+      - 1 - \log \frac{\sigma_{q,j}^2}{\sigma_{p,j}^2} \Big].
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ them and decoders give them their shape back.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -64,7 +65,7 @@ def mlp(sizes: Sequence[int], activation: str = "relu", final_activation: str | 
     if final_activation is not None:
         check_choice(final_activation, "final_activation", ACTIVATIONS)
     layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(fan_in, fan_out))
         last = i == len(sizes) - 2
         if not last:

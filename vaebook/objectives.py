@@ -1,12 +1,12 @@
-"""The β-VAE objective and its two terms.
+r"""The β-VAE objective and its two terms.
 
 For a data point ``x``, an encoder ``q(z|x) = N(mu, diag(exp(logvar)))`` and a decoder
-``p(x|z)``, the book writes (primer, eq. :math:`\\mathcal L_\\beta`)
+``p(x|z)``, the book writes (primer, eq. :math:`\mathcal L_\beta`)
 
 .. math::
 
-    \\mathcal L_\\beta(x) = \\underbrace{\\mathbb E_{q(z|x)}[\\log p(x|z)]}_{\\text{reconstruction}}
-      - \\beta\\, \\underbrace{\\mathrm{KL}(q(z|x) \\,\\|\\, p(z))}_{\\text{kl}},
+    \mathcal L_\beta(x) = \underbrace{\mathbb E_{q(z|x)}[\log p(x|z)]}_{\text{reconstruction}}
+      - \beta\, \underbrace{\mathrm{KL}(q(z|x) \,\|\, p(z))}_{\text{kl}},
 
 which is the ELBO at ``β = 1``. The reconstruction term is estimated with the decoder output
 at one (or more) reparameterised samples of ``z``; the KL term is exact (closed form).
@@ -157,4 +157,3 @@ def _pair(a, a_name, b, b_name):
     if a.dim() == 0:
         raise ValueError(f"{a_name} must have a leading batch axis")
     return a, b
-

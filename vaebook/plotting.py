@@ -61,7 +61,9 @@ def gaussian_ellipse(ax, mean, cov, n_std: float = 2.0, **style):
     mean = as_tensor(mean, "mean", dtype=torch.float64)
     cov = as_tensor(cov, "cov", dtype=torch.float64)
     if mean.shape != (2,) or cov.shape != (2, 2):
-        raise ValueError(f"mean must be (2,) and cov (2, 2), got {tuple(mean.shape)}, {tuple(cov.shape)}")
+        raise ValueError(
+            f"mean must be (2,) and cov (2, 2), got {tuple(mean.shape)}, {tuple(cov.shape)}"
+        )
     n_std = check_positive(n_std, "n_std")
     evals, evecs = torch.linalg.eigh(cov)
     if bool((evals <= 0).any()):

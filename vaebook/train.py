@@ -51,7 +51,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         return torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or a torch.device, got {device!r}") from err
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or a torch.device, got {device!r}"
+        ) from err
 
 
 def fit(
@@ -70,8 +72,8 @@ def fit(
 
     Parameters
     ----------
-    model : module with a method ``terms(x, generator) -> ELBOTerms`` (e.g. :class:`~vaebook.nets.VAE`).
-        It is moved to ``device`` and trained in place.
+    model : module with a method ``terms(x, generator) -> ELBOTerms``, e.g. a
+        :class:`~vaebook.nets.VAE`. It is moved to ``device`` and trained in place.
     data : tensor ``(n, ...)`` of training examples.
     epochs : int > 0, passes over the data.
     batch_size : examples per step; ``None`` means full-batch (one step per epoch).
