@@ -76,7 +76,11 @@ def colab_notebook(source: Path, config: dict) -> nbformat.NotebookNode:
             cell.outputs = []
             cell.execution_count = None
     nb.metadata.pop("jupytext", None)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.metadata["colab"] = {"provenance": [], "name": f"{source.stem}.ipynb"}
     return nb
 

@@ -1,4 +1,4 @@
-"""Input validation shared by every public function of :mod:`vaebook`.
+"""Input validation shared by every public function of ``vaebook``.
 
 Each helper raises a ``TypeError`` or ``ValueError`` whose message starts with the
 argument's name, so a reader who passes a bad value is told which one and why.

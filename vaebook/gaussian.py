@@ -126,9 +126,10 @@ def kl_diag_normal(mu_q, logvar_q, mu_p=0.0, logvar_p=0.0) -> torch.Tensor:
     Notes
     -----
     With ``r = logvar_q - logvar_p`` the per-coordinate divergence is
-    ``1/2 [expm1(r) - r + (mu_q - mu_p)^2 exp(-logvar_p)]``. Writing ``exp(r) - 1 - r`` as
-    ``expm1(r) - r`` keeps full relative precision when ``q`` is close to ``p`` and no
-    overflow occurs for log-variances in ``[-30, 30]``.
+    ``1/2 [exp(r) - 1 - r + (mu_q - mu_p)^2 exp(-logvar_p)]``. ``exp(r) - 1 - r`` is computed
+    as ``expm1(r) - r``, or by its Taylor series when ``|r| < 0.1`` (where the subtraction
+    would still cancel), so the result keeps full relative precision when ``q`` is close to
+    ``p``, and no overflow occurs for log-variances in ``[-30, 30]``.
     """
     mu_q = as_tensor(mu_q, "mu_q")
     logvar_q = as_tensor(logvar_q, "logvar_q", like=mu_q)
@@ -138,7 +139,7 @@ def kl_diag_normal(mu_q, logvar_q, mu_p=0.0, logvar_p=0.0) -> torch.Tensor:
     _check_event(mu_q, "mu_q", mu_p, "mu_p")
     _check_event(mu_q, "mu_q", logvar_p, "logvar_p")
     r = logvar_q - logvar_p
-    return 0.5 * (torch.expm1(r) - r + (mu_q - mu_p) ** 2 * torch.exp(-logvar_p)).sum(-1)
+    return 0.5 * (_exp_minus_1_minus(r) + (mu_q - mu_p) ** 2 * torch.exp(-logvar_p)).sum(-1)
 
 
 def kl_normal(mu_q, cov_q, mu_p, cov_p) -> torch.Tensor:
@@ -233,6 +234,16 @@ def _standard_normal(shape, like: torch.Tensor, generator) -> torch.Tensor:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     return torch.randn(shape, dtype=like.dtype, device=like.device, generator=generator)
+
+
+def _exp_minus_1_minus(r: torch.Tensor) -> torch.Tensor:
+    """``exp(r) - 1 - r`` to full relative precision (Taylor series up to ``r^10`` near 0)."""
+    small = r.abs() < 0.1
+    rs = torch.where(small, r, torch.zeros_like(r))
+    series = torch.full_like(rs, 1 / math.factorial(10))
+    for n in range(9, 1, -1):
+        series = series * rs + 1 / math.factorial(n)
+    return torch.where(small, rs * rs * series, torch.expm1(r) - r)
 
 
 def _check_event(a, a_name, b, b_name) -> None:

@@ -86,8 +86,10 @@ def exact_terms(x, mean_q, cov_q, W, b, sigma2, beta=1.0) -> ELBOTerms:
     cov_q = as_tensor(cov_q, "cov_q", like=x)
     if mean_q.shape != (x.shape[0], k):
         raise ValueError(f"mean_q must be ({x.shape[0]}, {k}), got {tuple(mean_q.shape)}")
-    if cov_q.shape[-2:] != (k, k):
-        raise ValueError(f"cov_q must be ({k}, {k}) or (n, {k}, {k}), got {tuple(cov_q.shape)}")
+    if cov_q.shape not in ((k, k), (x.shape[0], k, k)):
+        raise ValueError(
+            f"cov_q must be ({k}, {k}) or ({x.shape[0]}, {k}, {k}), got {tuple(cov_q.shape)}"
+        )
     resid = x - b - mean_q @ W.T
     trace = torch.einsum("ij,...ji->...", W.T @ W, cov_q)
     rec = -0.5 * d * (LOG_2PI + math.log(sigma2)) - ((resid**2).sum(-1) + trace) / (2 * sigma2)

@@ -93,6 +93,7 @@ class GaussianEncoder(nn.Module):
         self.logvar = nn.Linear(feature_dim, latent_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)``, each ``(n, latent_dim)``, for a batch ``x``."""
         h = self.body(x)
         return self.mu(h), self.logvar(h)
 
@@ -124,8 +125,8 @@ def conv_encoder(image_shape, latent_dim: int, channels=(32, 64), hidden: int = 
     so ``h`` and ``w`` must be divisible by ``2 ** len(channels)``), followed by ReLU; then
     a linear layer of ``hidden`` units.
     """
-    c, h, w = _image_shape(image_shape, len(channels))
     channels = _sizes(channels, "channels", minimum=1)
+    c, h, w = _image_shape(image_shape, len(channels))
     check_positive_int(hidden, "hidden")
     layers: list[nn.Module] = []
     for c_in, c_out in zip((c, *channels[:-1]), channels, strict=True):
@@ -138,8 +139,8 @@ def conv_encoder(image_shape, latent_dim: int, channels=(32, 64), hidden: int = 
 
 def conv_decoder(latent_dim: int, image_shape, channels=(64, 32), hidden: int = 128):
     """The mirror of :func:`conv_encoder`: ``z -> (c, h, w)`` with stride-2 transposed convs."""
-    c, h, w = _image_shape(image_shape, len(channels))
     channels = _sizes(channels, "channels", minimum=1)
+    c, h, w = _image_shape(image_shape, len(channels))
     check_positive_int(latent_dim, "latent_dim")
     check_positive_int(hidden, "hidden")
     scale = 2 ** len(channels)

@@ -37,11 +37,9 @@ LIKELIHOODS = ("gaussian", "bernoulli")
 class ELBOTerms:
     """The terms of the β-VAE objective, per example (shape ``(n,)``) or averaged (scalars).
 
-    Attributes
-    ----------
-    reconstruction : ``E_q[log p(x|z)]`` (a Monte Carlo estimate), in nats.
-    kl : ``KL(q(z|x) || p(z))`` in nats (exact).
-    beta : the weight of the KL term.
+    The fields are ``reconstruction``, the Monte Carlo estimate of ``E_q[log p(x|z)]`` in
+    nats; ``kl``, the exact ``KL(q(z|x) || p(z))`` in nats; and ``beta``, the weight of the
+    KL term in :attr:`objective`.
     """
 
     reconstruction: torch.Tensor

@@ -55,7 +55,7 @@ def image_grid(images, ncols: int = 10, ax=None, title: str | None = None, pad: 
 def gaussian_ellipse(ax, mean, cov, n_std: float = 2.0, **style):
     """Draw the ``n_std``-standard-deviation contour of a 2-D Gaussian ``N(mean, cov)`` on ``ax``.
 
-    ``style`` goes to :class:`matplotlib.patches.Ellipse` (e.g. ``edgecolor``, ``label``).
+    ``style`` goes to matplotlib's ``Ellipse`` patch (e.g. ``edgecolor``, ``label``).
     Returns the patch.
     """
     mean = as_tensor(mean, "mean", dtype=torch.float64)

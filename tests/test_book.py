@@ -1,0 +1,189 @@
+"""The book's structure: table of contents, chapters, Colab notebooks, configuration, CI."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_module(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+notebooks_tool = load_module(ROOT / "tools" / "notebooks.py")
+colab_links = load_module(ROOT / "book" / "_ext" / "colab_links.py")
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+CHAPTERS = notebooks_tool.chapter_sources()
+
+
+def toc_entries() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    entries = [toc["root"]]
+    for part in toc.get("parts", []):
+        entries += [chapter["file"] for chapter in part["chapters"]]
+    return entries
+
+
+def test_every_toc_entry_has_a_file():
+    for entry in toc_entries():
+        assert (ROOT / f"{entry}.md").exists() or (ROOT / f"{entry}.ipynb").exists(), entry
+
+
+def test_every_book_page_is_in_the_toc():
+    listed = set(toc_entries())
+    pages = {str(p.relative_to(ROOT).with_suffix("")) for p in (ROOT / "book").glob("*.md")}
+    assert pages - listed == set(), "book pages missing from _toc.yml"
+
+
+def test_toc_lists_each_page_once():
+    entries = toc_entries()
+    assert len(entries) == len(set(entries))
+
+
+def test_the_primer_is_a_chapter():
+    assert ROOT / "book" / "primer.md" in CHAPTERS
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_links_to_its_own_colab_notebook(chapter):
+    assert f"{{colab}}`{chapter.stem}`" in chapter.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_has_proofs_exercises_and_solutions(chapter):
+    text = chapter.read_text(encoding="utf-8")
+    assert "{prf:" in text
+    assert "{exercise}" in text
+    assert "{solution" in text
+
+
+def test_colab_notebooks_match_the_chapters():
+    config = notebooks_tool.book_config()
+    expected = {f"{src.stem}.ipynb": notebooks_tool.render(src, config) for src in CHAPTERS}
+    found = {p.name: p.read_text(encoding="utf-8") for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert sorted(found) == sorted(expected), "run `make notebooks`"
+    for name, text in expected.items():
+        assert found[name] == text, f"notebooks/{name} is stale: run `make notebooks`"
+
+
+def test_check_mode_reports_a_stale_notebook(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "notebooks"
+    out.mkdir()
+    (out / "primer.ipynb").write_text("{}", encoding="utf-8")
+    (out / "orphan.ipynb").write_text("{}", encoding="utf-8")
+    monkeypatch.setattr(notebooks_tool, "OUT", out)
+    assert notebooks_tool.main(["--check"]) == 1
+    report = capsys.readouterr().out
+    assert "primer.ipynb is out of date" in report
+    assert "orphan.ipynb has no chapter" in report
+    assert (out / "primer.ipynb").read_text() == "{}"  # --check writes nothing
+
+
+def test_colab_notebook_installs_vaebook_from_the_configured_repository():
+    nb = notebooks_tool.colab_notebook(ROOT / "book" / "primer.md", CONFIG)
+    install = nb.cells[0]
+    assert install.cell_type == "code"
+    url = CONFIG["repository"]["url"]
+    assert f"git+{url}@{CONFIG['repository']['branch']}" in install.source
+    assert 'find_spec("vaebook") is None' in install.source
+    assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")
+    assert "jupytext" not in nb.metadata
+
+
+def test_colab_notebook_defines_every_book_macro():
+    nb = notebooks_tool.colab_notebook(ROOT / "book" / "primer.md", CONFIG)
+    macros = CONFIG["sphinx"]["config"]["mathjax3_config"]["tex"]["macros"]
+    for name, body in macros.items():
+        assert f"\\def\\{name}{{{body}}}" in nb.cells[1].source
+
+
+def test_markdown_without_jupytext_header_is_not_a_chapter(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Just prose\n", encoding="utf-8")
+    assert not notebooks_tool.is_notebook(page)
+
+
+def fake_config(url="https://github.com/org/repo", branch="dev"):
+    theme = {
+        "repository_url": url,
+        "repository_branch": branch,
+        "launch_buttons": {"colab_url": "https://colab.example"},
+    }
+    return SimpleNamespace(html_theme_options=theme)
+
+
+def test_colab_url_points_at_the_notebook_folder():
+    url = colab_links.colab_url(fake_config(), "primer")
+    assert url == "https://colab.example/github/org/repo/blob/dev/notebooks/primer.ipynb"
+
+
+def test_colab_url_rejects_a_non_github_repository():
+    with pytest.raises(ValueError, match="repository url"):
+        colab_links.colab_url(fake_config(url="https://gitlab.com/org/repo"), "primer")
+
+
+def test_colab_launch_button_is_rewritten_for_chapters_only():
+    app = SimpleNamespace(srcdir=str(ROOT), config=fake_config())
+
+    def context():
+        return {"header_buttons": [{"buttons": [{"text": "Colab", "url": "old"}]}]}
+
+    chapter = context()
+    colab_links.point_colab_button(app, "book/primer", "page.html", chapter, None)
+    assert chapter["header_buttons"][0]["buttons"][0]["url"].endswith("notebooks/primer.ipynb")
+    other = context()
+    colab_links.point_colab_button(app, "book/intro", "page.html", other, None)
+    assert other["header_buttons"][0]["buttons"][0]["url"] == "old"
+
+
+def test_execution_is_strict_and_bounded():
+    execute = CONFIG["execute"]
+    assert execute["execute_notebooks"] == "force"
+    assert execute["allow_errors"] is False
+    assert 0 < execute["timeout"] <= 600
+
+
+def test_proof_exercise_and_bibtex_extensions_are_enabled():
+    extensions = CONFIG["sphinx"]["extra_extensions"]
+    assert {"sphinx_proof", "sphinx_exercise"} <= set(extensions)
+    assert (ROOT / CONFIG["bibtex_bibfiles"][0]).exists()
+
+
+def test_every_citation_key_is_in_the_bibliography():
+    bib = (ROOT / "book" / "references.bib").read_text(encoding="utf-8")
+    keys = set(re.findall(r"@\w+\{([^,]+),", bib))
+    for page in (ROOT / "book").glob("*.md"):
+        for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", page.read_text(encoding="utf-8")):
+            for key in group.split(","):
+                assert key.strip() in keys, f"{page.name} cites unknown {key}"
+
+
+def test_pins_live_in_pyproject_and_everyone_installs_from_there():
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"torch==2.13.0"' in pyproject
+    assert '"jupyter-book>=1.0.4.post1,<2"' in pyproject
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text(encoding="utf-8"))
+    pip_lines = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
+    assert "-e .[book]" in pip_lines
+    assert any("whl/cpu" in line for line in pip_lines)  # CPU-only torch on Binder
+    assert '-e ".[test]"' in (ROOT / "Makefile").read_text(encoding="utf-8")
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "make test" in readme and "make book" in readme
+    assert re.search(r"^make test$", ci, flags=re.MULTILINE)
+    assert "set -euo pipefail" in ci
