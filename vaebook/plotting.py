@@ -37,7 +37,7 @@ def image_grid(images, ncols: int = 10, ax=None, title: str | None = None, pad: 
     check_positive_int(pad, "pad", allow_zero=True)
     n, h, w = images.shape
     nrows = math.ceil(n / ncols)
-    canvas = np.ones((nrows * (h + pad) + pad, ncols * (w + pad) + pad))
+    canvas = np.zeros((nrows * (h + pad) + pad, ncols * (w + pad) + pad))  # 0 is white (gray_r)
     for i, img in enumerate(images.clamp(0, 1).numpy()):
         r, c = divmod(i, ncols)
         top, left = pad + r * (h + pad), pad + c * (w + pad)
@@ -64,6 +64,8 @@ def gaussian_ellipse(ax, mean, cov, n_std: float = 2.0, **style):
         raise ValueError(
             f"mean must be (2,) and cov (2, 2), got {tuple(mean.shape)}, {tuple(cov.shape)}"
         )
+    if not torch.allclose(cov, cov.T):
+        raise ValueError("cov must be symmetric")
     n_std = check_positive(n_std, "n_std")
     evals, evecs = torch.linalg.eigh(cov)
     if bool((evals <= 0).any()):

@@ -1,0 +1,146 @@
+"""Tests of vaebook.objectives against torch.distributions and the β-VAE identities."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Bernoulli, Normal, kl_divergence
+
+from vaebook.objectives import (
+    LIKELIHOODS,
+    ELBOTerms,
+    bernoulli_log_likelihood,
+    beta_vae_terms,
+    gaussian_log_likelihood,
+    reconstruction_log_likelihood,
+)
+
+F64 = torch.float64
+
+
+def randn(gen, *shape):
+    return torch.randn(shape, generator=gen, dtype=F64)
+
+
+@pytest.mark.parametrize("log_gamma_shape", [None, (), (1, 3, 4)])
+def test_gaussian_log_likelihood_matches_torch_normal(gen, log_gamma_shape):
+    x, mean = randn(gen, 5, 1, 3, 4), randn(gen, 5, 1, 3, 4)
+    log_gamma = -0.7 if log_gamma_shape is None else randn(gen, *log_gamma_shape)
+    std = torch.exp(0.5 * torch.as_tensor(log_gamma, dtype=F64))
+    expected = Normal(mean, std).log_prob(x).sum((1, 2, 3))
+    got = gaussian_log_likelihood(x, mean, log_gamma)
+    assert got.shape == (5,)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_gaussian_log_likelihood_gradient_reaches_a_learned_log_gamma(gen):
+    x, mean = randn(gen, 4, 6), randn(gen, 4, 6)
+    log_gamma = torch.tensor(0.3, dtype=F64, requires_grad=True)
+    gaussian_log_likelihood(x, mean, log_gamma).sum().backward()
+    # d/dlog γ of -1/2 [log γ + r²/γ] summed over the 24 entries.
+    expected = -0.5 * (24 - ((x - mean) ** 2).sum() * math.exp(-0.3))
+    torch.testing.assert_close(log_gamma.grad, expected)
+
+
+def test_bernoulli_log_likelihood_matches_torch_bernoulli_for_binary_x(gen):
+    logits = 3 * randn(gen, 6, 2, 5)
+    x = (torch.rand(6, 2, 5, generator=gen, dtype=F64) < 0.4).to(F64)
+    expected = Bernoulli(logits=logits).log_prob(x).sum((1, 2))
+    torch.testing.assert_close(
+        bernoulli_log_likelihood(x, logits), expected, rtol=1e-12, atol=1e-12
+    )
+
+
+def test_bernoulli_log_likelihood_is_the_cross_entropy_for_grey_levels(gen):
+    logits, x = randn(gen, 4, 7), torch.rand(4, 7, generator=gen, dtype=F64)
+    log_sig = torch.nn.functional.logsigmoid
+    expected = (x * log_sig(logits) + (1 - x) * log_sig(-logits)).sum(-1)
+    torch.testing.assert_close(
+        bernoulli_log_likelihood(x, logits), expected, rtol=1e-12, atol=1e-12
+    )
+
+
+def test_bernoulli_log_likelihood_is_finite_for_saturated_logits():
+    x = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    logits = torch.tensor([[-200.0, 200.0, 200.0, -200.0]])  # sigmoid is exactly 0 or 1 in float32
+    torch.testing.assert_close(bernoulli_log_likelihood(x, logits), torch.tensor([-400.0]))
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_reconstruction_log_likelihood_dispatches_on_the_likelihood(gen, likelihood):
+    x, out = torch.rand(3, 8, generator=gen, dtype=F64), randn(gen, 3, 8)
+    got = reconstruction_log_likelihood(x, out, likelihood, log_gamma=-1.2)
+    if likelihood == "gaussian":
+        expected = gaussian_log_likelihood(x, out, -1.2)
+    else:  # log_gamma plays no role for a Bernoulli decoder
+        expected = bernoulli_log_likelihood(x, out)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_beta_vae_terms_combine_reconstruction_and_exact_kl(gen, likelihood):
+    x, out = torch.rand(5, 2, 4, generator=gen, dtype=F64), randn(gen, 5, 2, 4)
+    mu, logvar = randn(gen, 5, 3), randn(gen, 5, 3)
+    terms = beta_vae_terms(x, out, mu, logvar, beta=4.0, likelihood=likelihood, log_gamma=0.5)
+    q = Normal(mu, torch.exp(0.5 * logvar))
+    kl = kl_divergence(q, Normal(torch.zeros_like(mu), 1.0)).sum(-1)
+    rec = reconstruction_log_likelihood(x, out, likelihood, log_gamma=0.5)
+    assert terms.beta == 4.0
+    torch.testing.assert_close(terms.kl, kl, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(terms.reconstruction, rec, rtol=0, atol=0)
+    torch.testing.assert_close(terms.elbo, rec - kl, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(terms.objective, rec - 4.0 * kl, rtol=1e-12, atol=1e-12)
+
+
+def test_objective_equals_elbo_at_beta_one_and_falls_with_beta_while_kl_is_positive(gen):
+    x, out, mu, logvar = randn(gen, 4, 6), randn(gen, 4, 6), randn(gen, 4, 2), randn(gen, 4, 2)
+    at_one = beta_vae_terms(x, out, mu, logvar)
+    torch.testing.assert_close(at_one.objective, at_one.elbo, rtol=0, atol=0)
+    at_two = beta_vae_terms(x, out, mu, logvar, beta=2.0)
+    assert bool((at_two.objective < at_one.objective).all())
+
+
+def test_elbo_terms_mean_and_as_dict_average_over_examples():
+    terms = ELBOTerms(torch.tensor([-1.0, -3.0]), torch.tensor([0.5, 1.5]), beta=2.0)
+    mean = terms.mean()
+    assert mean.reconstruction.shape == () and mean.beta == 2.0
+    assert mean.reconstruction.item() == -2.0 and mean.kl.item() == 1.0
+    assert terms.as_dict() == {"reconstruction": -2.0, "kl": 1.0, "elbo": -3.0, "objective": -4.0}
+    assert all(type(v) is float for v in terms.as_dict().values())
+
+
+def test_elbo_terms_are_immutable():
+    terms = ELBOTerms(torch.zeros(2), torch.zeros(2))
+    with pytest.raises(AttributeError):
+        terms.beta = 3.0
+
+
+X = torch.rand(3, 4)
+MU, LOGVAR = torch.zeros(3, 2), torch.zeros(3, 2)
+
+
+@pytest.mark.parametrize(
+    ("func", "args", "kwargs", "error", "match"),
+    [
+        (gaussian_log_likelihood, (X, torch.zeros(3, 5)), {}, ValueError, "mean has shape"),
+        (gaussian_log_likelihood, (torch.tensor(1.0), 0.0), {}, ValueError, "x must have a"),
+        (gaussian_log_likelihood, (X, X, math.nan), {}, ValueError, "log_gamma must be finite"),
+        (gaussian_log_likelihood, (X, X, "big"), {}, TypeError, "log_gamma"),
+        (bernoulli_log_likelihood, (X + 1.5, X), {}, ValueError, r"x must lie in \[0, 1\]"),
+        (bernoulli_log_likelihood, (X, X[:2]), {}, ValueError, "logits has shape"),
+        (bernoulli_log_likelihood, (X, X * math.inf), {}, ValueError, "logits must be finite"),
+        (reconstruction_log_likelihood, (X, X, "poisson"), {}, ValueError, "likelihood"),
+        (beta_vae_terms, (X, X, MU, LOGVAR), {"beta": 0.0}, ValueError, "beta must be > 0"),
+        (beta_vae_terms, (X, X, MU, LOGVAR), {"beta": -1.0}, ValueError, "beta must be > 0"),
+        (beta_vae_terms, (X, X, MU, LOGVAR), {"beta": math.inf}, ValueError, "beta"),
+        (beta_vae_terms, (X, X, MU, LOGVAR), {"beta": "1"}, TypeError, "beta"),
+        (beta_vae_terms, (X, X, MU[0], LOGVAR[0]), {}, ValueError, "mu and logvar"),
+        (beta_vae_terms, (X, X, MU, LOGVAR[:, :1]), {}, ValueError, "mu and logvar"),
+        (beta_vae_terms, (X, X, MU[:2], LOGVAR[:2]), {}, ValueError, "x has 3 examples"),
+        (beta_vae_terms, (X, X, MU, LOGVAR * math.nan), {}, ValueError, "logvar must be finite"),
+        (beta_vae_terms, (X, X, MU, LOGVAR), {"likelihood": "cauchy"}, ValueError, "likelihood"),
+    ],
+)
+def test_bad_input_raises_naming_the_argument(func, args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        func(*args, **kwargs)

@@ -1,0 +1,174 @@
+"""Tests of vaebook.train: the loop learns, is reproducible, batches correctly and fails loudly."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from vaebook.data import digit_exemplars
+from vaebook.nets import VAE, mlp_decoder, mlp_encoder, seeded
+from vaebook.objectives import ELBOTerms
+from vaebook.train import History, fit, resolve_device
+
+TERM_KEYS = {"reconstruction", "kl", "elbo", "objective"}
+
+
+@pytest.fixture(scope="module")
+def images():
+    """300 of the 8x8 digits (30 per class)."""
+    return digit_exemplars(30)[0]
+
+
+def small_vae(**kwargs):
+    with seeded(0):
+        return VAE(mlp_encoder((8, 8), [32], 2), mlp_decoder(2, [32], (8, 8)), **kwargs)
+
+
+class Probe(nn.Module):
+    """A float64 model whose terms are known: reconstruction = sum of the example, kl = 0.
+
+    It records every batch it sees, and its objective becomes NaN from epoch ``nan_at`` on.
+    """
+
+    def __init__(self, nan_at=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros((), dtype=torch.float64))
+        self.nan_at, self.calls, self.batches = nan_at, 0, []
+
+    def terms(self, x, generator):
+        self.batches.append(x.clone())
+        self.calls += 1
+        rec = x.flatten(1).sum(1) + 0 * self.weight
+        if self.nan_at is not None and self.calls > self.nan_at:
+            rec = rec * math.nan
+        return ELBOTerms(rec, torch.zeros_like(rec))
+
+
+def test_history_appends_indexes_and_reports_the_last_epoch():
+    history = History()
+    assert len(history) == 0
+    history.append({"elbo": -3.0, "kl": 1.0})
+    history.append({"elbo": -2.0, "kl": 0.5})
+    assert len(history) == 2
+    assert history["elbo"] == [-3.0, -2.0]
+    assert history.final() == {"elbo": -2.0, "kl": 0.5}
+
+
+def test_resolve_device_maps_auto_to_cuda_only_when_available(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+
+
+@pytest.mark.parametrize("device", ["gpu", None, 1.5])
+def test_resolve_device_rejects_unknown_devices(device):
+    with pytest.raises(ValueError, match="device must be"):
+        resolve_device(device)
+
+
+@pytest.mark.parametrize("batch_size", [None, 64])
+def test_fit_increases_the_objective_on_digits(images, batch_size):
+    vae = small_vae(likelihood="bernoulli")
+    history = fit(vae, images, epochs=15, batch_size=batch_size, lr=1e-2, progress=False)
+    assert set(history.terms) == TERM_KEYS
+    assert len(history) == 15
+    assert all(math.isfinite(v) for values in history.terms.values() for v in values)
+    # The Bernoulli reconstruction starts near -64 log 2 = -44 nats; training gains > 10 nats.
+    assert history["objective"][-1] > history["objective"][0] + 10
+
+
+def test_fit_history_records_the_model_terms(images):
+    history = fit(small_vae(beta=4.0), images, epochs=3, batch_size=100, progress=False)
+    rec, kl = torch.tensor(history["reconstruction"]), torch.tensor(history["kl"])
+    torch.testing.assert_close(torch.tensor(history["elbo"]), rec - kl)
+    torch.testing.assert_close(torch.tensor(history["objective"]), rec - 4.0 * kl)
+
+
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_fit_averages_each_epoch_over_every_example_once(batch_size):
+    data = torch.arange(10.0).reshape(10, 1)
+    probe = Probe()
+    history = fit(probe, data, epochs=2, batch_size=batch_size, progress=False)
+    assert history["reconstruction"] == pytest.approx([4.5, 4.5], rel=1e-12)  # mean of 0..9
+    steps = 1 if batch_size is None else 4  # batches of 3, 3, 3 and 1
+    epochs = [torch.cat(probe.batches[i * steps : (i + 1) * steps]) for i in range(2)]
+    for seen in epochs:
+        assert torch.equal(seen.flatten().sort().values, data.flatten())
+    assert torch.equal(epochs[0], epochs[1]) == (batch_size is None)  # shuffled each epoch
+
+
+def test_fit_with_a_batch_larger_than_the_data_is_full_batch():
+    probe = Probe()
+    fit(probe, torch.ones(5, 2), epochs=2, batch_size=50, progress=False)
+    assert [b.shape[0] for b in probe.batches] == [5, 5]
+
+
+@pytest.mark.parametrize("batch_size", [None, 100])
+def test_fit_is_reproducible_for_a_seed_and_varies_with_it(images, batch_size):
+    def run(seed):
+        vae = small_vae()
+        history = fit(vae, images, epochs=3, batch_size=batch_size, seed=seed, progress=False)
+        return history, vae.state_dict()
+
+    (h1, s1), (h2, s2), (h3, s3) = run(5), run(5), run(6)
+    assert h1.terms == h2.terms
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert h1.terms != h3.terms
+    assert not all(torch.equal(s1[k], s3[k]) for k in s1)
+
+
+def test_fit_records_a_learned_log_gamma(images):
+    vae = small_vae(log_gamma=0.0, learn_gamma=True)
+    history = fit(vae, images, epochs=4, lr=1e-2, progress=False)
+    assert len(history["log_gamma"]) == 4
+    assert history["log_gamma"][-1] == vae.log_gamma.item()
+    log_gamma = history["log_gamma"]
+    assert all(a > b for a, b in itertools.pairwise(log_gamma))  # digits want a smaller variance
+    assert "log_gamma" not in fit(small_vae(), images, epochs=1, progress=False).terms
+
+
+def test_fit_trains_on_the_requested_device_in_the_model_dtype(images):
+    vae = small_vae().double()
+    history = fit(vae, images.float(), epochs=1, device="cpu", progress=False)
+    assert len(history) == 1
+    assert all(p.device.type == "cpu" and p.dtype == torch.float64 for p in vae.parameters())
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_fit_shows_a_progress_bar_only_when_asked(capsys, progress):
+    fit(Probe(), torch.ones(4, 2), epochs=2, progress=progress, description="probe-bar")
+    assert ("probe-bar" in capsys.readouterr().err) == progress
+
+
+def test_fit_raises_floating_point_error_when_the_objective_is_not_finite():
+    with pytest.raises(FloatingPointError, match="at epoch 2"):
+        fit(Probe(nan_at=2), torch.ones(4, 2), epochs=5, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "kwargs", "error", "match"),
+    [
+        (nn.Linear(2, 2), torch.ones(4, 2), {}, TypeError, "model must have a terms"),
+        (Probe(), torch.ones(4), {}, ValueError, "data must be a non-empty batch"),
+        (Probe(), torch.ones(0, 2), {}, ValueError, "data must be a non-empty batch"),
+        (Probe(), torch.full((4, 2), math.nan), {}, ValueError, "data must be finite"),
+        (Probe(), "data", {}, TypeError, "data must be a tensor"),
+        (Probe(), torch.ones(4, 2), {"epochs": 0}, ValueError, "epochs must be > 0"),
+        (Probe(), torch.ones(4, 2), {"epochs": 2.0}, TypeError, "epochs must be an int"),
+        (Probe(), torch.ones(4, 2), {"batch_size": 0}, ValueError, "batch_size must be > 0"),
+        (Probe(), torch.ones(4, 2), {"lr": 0.0}, ValueError, "lr must be > 0"),
+        (Probe(), torch.ones(4, 2), {"lr": math.nan}, ValueError, "lr must be finite"),
+        (Probe(), torch.ones(4, 2), {"seed": -1}, ValueError, "seed must be >= 0"),
+        (Probe(), torch.ones(4, 2), {"device": "tpu0"}, ValueError, "device must be"),
+    ],
+)
+def test_fit_bad_input_raises_naming_the_argument(model, data, kwargs, error, match):
+    kwargs = {"epochs": 1, "progress": False, **kwargs}
+    with pytest.raises(error, match=match):
+        fit(model, data, **kwargs)
