@@ -61,12 +61,28 @@ def test_chapter_links_to_its_own_colab_notebook(chapter):
     assert f"{{colab}}`{chapter.stem}`" in chapter.read_text(encoding="utf-8")
 
 
+APPENDICES = {"datasets"}  # executable appendices: exercises, but no theorems to prove
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
-def test_chapter_has_proofs_exercises_and_solutions(chapter):
+def test_chapter_has_exercises_and_solutions(chapter):
     text = chapter.read_text(encoding="utf-8")
-    assert "{prf:" in text
     assert "{exercise}" in text
     assert "{solution" in text
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_states_its_results_with_sphinx_proof(chapter):
+    if chapter.stem not in APPENDICES:
+        assert "{prf:" in chapter.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_states_its_run_time_from_a_glued_measurement(chapter):
+    text = chapter.read_text(encoding="utf-8")
+    assert "**Run time.**" in text
+    key = re.search(r"\*\*Run time\.\*\*[^`]*\{glue:text\}`(\w+)", text).group(1)
+    assert f'glue("{key}", time.perf_counter()' in text
 
 
 def test_colab_notebooks_match_the_chapters():

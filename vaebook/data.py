@@ -2,27 +2,38 @@
 
 The embedded real-image dataset is scikit-learn's 8x8 handwritten digits (1797 images, shipped
 inside the scikit-learn wheel, so nothing is downloaded). dSprites is re-created procedurally
-(:class:`Sprites`, rendered on demand); readers who have the official npz file can load it with
-:func:`load_dsprites_npz` and use it through the same interface.
+(:class:`~vaebook.sprites.Sprites`, rendered on demand); readers who have the official npz
+file can load it with :func:`~vaebook.sprites.load_dsprites_npz` and use it through the same
+interface. Both live in :mod:`vaebook.sprites` and are available from here too. The
+synthetic datasets of the papers are generated from a seed.
 """
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
 
 import numpy as np
 import torch
 
-from .checks import check_positive_int
+from .checks import as_tensor, check_choice, check_positive, check_positive_int
+from .sprites import DSpritesNpz, FactorDataset, Sprites, load_dsprites_npz, render_sprites
 
 __all__ = [
     "DSpritesNpz",
     "FactorDataset",
     "Sprites",
     "digit_exemplars",
+    "digit_mixture",
+    "digit_on_canvas",
     "digits",
+    "linear_mixture",
+    "lines_and_circles",
     "load_dsprites_npz",
+    "load_mnist_idx",
+    "manifold",
+    "pinwheel",
     "render_sprites",
 ]
 
@@ -75,502 +86,242 @@ def digit_exemplars(
 
 
 # --------------------------------------------------------------------------------------------
-# dSprites: the factor grid, a procedural renderer, and a loader for the official npz file.
+# Synthetic datasets of the papers. Each is seeded by ``seed`` and returns float64 tensors
+# unless said otherwise.
 # --------------------------------------------------------------------------------------------
 
 
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array.setflags(write=False)
-    return array
+def _generator(seed) -> torch.Generator:
+    return torch.Generator().manual_seed(check_positive_int(seed, "seed", allow_zero=True))
 
 
-LATENT_NAMES = ("color", "shape", "scale", "orientation", "posX", "posY")  # columns of latents_*
-DSPRITES_LATENT_SIZES = (1, 3, 6, 40, 32, 32)  # colour first: 737,280 = 3 * 6 * 40 * 32 * 32
-SPRITE_SHAPES = ("square", "ellipse", "heart")  # latents_values shape column: 1., 2., 3.
-SPRITE_SCALES = _read_only(np.linspace(0.5, 1.0, 6))
-SPRITE_ORIENTATIONS = _read_only(np.linspace(0.0, 2.0 * np.pi, 40))  # both ends, as the original
-SPRITE_POSITIONS = _read_only(np.linspace(0.0, 1.0, 32))
-SPRITE_RADIUS = 0.15  # radius of the disc holding any sprite at scale 1, in canvas widths
-SPRITE_MARGIN = 0.2  # positions 0..1 map to centres 0.2..0.8 of the canvas width
-MIN_RESOLUTION = 16
+def pinwheel(
+    n: int = 400,
+    arms: int = 4,
+    radial_std: float = 0.1,
+    tangential_std: float = 0.3,
+    rate: float = 0.25,
+    scale: float = 1.0,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spiral-arm "pinwheel" data of Johnson et al. (2016), as used by Mathieu et al. (2019).
 
-# The three shapes in template coordinates (x right, y up), each centred on the centre of its
-# smallest enclosing disc and scaled so that disc is the unit disc.
-_SQUARE_HALF_SIDE = 1.0 / np.sqrt(2.0)  # corners on the unit circle
-_ELLIPSE_SEMI_MINOR = 0.5  # semi-axes 1 (along x at orientation 0) and 0.5
-_HEART_SIZE, _HEART_SHIFT = 1.25, 0.25  # (X^2+Y^2-1)^3 <= X^2 Y^3 fits the disc |(X, Y-0.25)|<=1.25
+    Each point of arm ``a`` starts at ``(1 + radial_std * e_1, tangential_std * e_2)`` with
+    ``e ~ N(0, I)``, and is rotated by the angle ``2 pi a / arms + rate * exp(1 + radial_std e_1)``:
+    points further out are turned further, which bends each arm into a spiral. The defaults are
+    those of Mathieu et al. (Appendix B): 400 points in 4 arms, radial and tangential standard
+    deviations 0.1 and 0.3, rate 0.25.
 
-
-def _in_square(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.maximum(np.abs(x), np.abs(y)) <= _SQUARE_HALF_SIDE
-
-
-def _in_ellipse(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    y = y / _ELLIPSE_SEMI_MINOR
-    return x * x + y * y <= 1.0
-
-
-def _in_heart(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    x = _HEART_SIZE * x
-    y = _HEART_SIZE * y + _HEART_SHIFT
-    x2, y2 = x * x, y * y
-    r = x2 + y2 - 1.0
-    return r * r * r <= x2 * y2 * y
-
-
-_SHAPE_RULES = (_in_square, _in_ellipse, _in_heart)  # shape code k + 1 uses _SHAPE_RULES[k]
-
-
-def _render(shape, cos_t, sin_t, scale, cx, cy, resolution: int) -> np.ndarray:
-    """Rasterise sprites given per-image ``(n,)`` shape codes 1..3, ``cos``/``sin`` of the
-    orientation, scale and centre ``(cx, cy)`` in canvas units (y down): uint8 ``(n, res, res)``.
-
-    A pixel is foreground when its centre ``((j + 0.5) / res, (i + 0.5) / res)`` lies inside or
-    on the rotated, scaled shape. Only a fixed window around each sprite, large enough to hold
-    its enclosing disc, is evaluated; every pixel's value depends only on its own absolute
-    coordinates and the image's factors, so the result does not depend on the window or the batch.
-    """
-    n, res = len(shape), resolution
-    width = min(res, math.ceil(2.0 * SPRITE_RADIUS * res) + 3)
-    top = np.clip(np.floor((cy - SPRITE_RADIUS) * res).astype(np.int64), 0, res - width)
-    left = np.clip(np.floor((cx - SPRITE_RADIUS) * res).astype(np.int64), 0, res - width)
-    steps = np.arange(width)
-    inv_size = 1.0 / (scale * SPRITE_RADIUS)
-    # Offsets from the centre of each pixel centre of the window, in template units (y up).
-    dx = ((left[:, None] + steps + 0.5) / res - cx[:, None]) * inv_size[:, None]  # (n, width)
-    dy = (cy[:, None] - (top[:, None] + steps + 0.5) / res) * inv_size[:, None]  # (n, width)
-    out = np.zeros((n, res, res), dtype=np.uint8)
-    for code, rule in enumerate(_SHAPE_RULES, start=1):
-        rows = np.flatnonzero(shape == code)
-        if rows.size == 0:
-            continue
-        c, s = cos_t[rows, None, None], sin_t[rows, None, None]
-        dx_, dy_ = dx[rows, None, :], dy[rows, :, None]
-        # Rotate the pixel by -orientation: the shape is rotated anticlockwise by orientation.
-        inside = rule(c * dx_ + s * dy_, c * dy_ - s * dx_)  # (k, width, width)
-        k, i, j = np.nonzero(inside)
-        out[rows[k], top[rows[k]] + i, left[rows[k]] + j] = 1
-    return out
-
-
-def _centre(position: np.ndarray) -> np.ndarray:
-    """Canvas coordinate (0..1) of the centre for positions 0..1: a central sub-range."""
-    return SPRITE_MARGIN + position * (1.0 - 2.0 * SPRITE_MARGIN)
-
-
-def _check_resolution(resolution) -> int:
-    check_positive_int(resolution, "resolution")
-    if resolution < MIN_RESOLUTION:
-        raise ValueError(f"resolution must be >= {MIN_RESOLUTION}, got {resolution}")
-    return resolution
-
-
-def _as_int_array(value, name: str) -> np.ndarray:
-    """``value`` (list, numpy array or tensor of integers) as an int64 numpy array."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, (str, bytes)) or value is None:
-        raise TypeError(f"{name} must hold integers, got {type(value).__name__}")
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must hold integers, got {type(value).__name__}") from err
-    if array.size == 0 and array.dtype.kind == "f":  # an empty list
-        array = array.astype(np.int64)
-    if array.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
-    return array.astype(np.int64, copy=False)
-
-
-def _as_values(value, name: str) -> np.ndarray:
-    """``value`` (number, list, array or tensor of real numbers) as a finite float64 array."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, (str, bytes, bool)) or value is None:
-        raise TypeError(f"{name} must hold real numbers, got {type(value).__name__}")
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must hold real numbers, got {type(value).__name__}") from err
-    if array.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
-    array = array.astype(np.float64)
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} must be finite, but it contains NaN or infinite values")
-    return array
-
-
-def render_sprites(shape, scale, orientation, pos_x, pos_y, resolution: int = 64) -> np.ndarray:
-    """Render dSprites-style sprites from factor *values* (not only those on the grid).
-
-    The geometry is the one documented in :class:`Sprites`, which renders its grid with this
-    function's kernel; ``render_sprites`` also accepts values between the grid points (an
-    orientation of exactly ``pi / 2``, a position of 0.5, ...).
-
-    Parameters
-    ----------
-    shape : codes ``(n,)``, 1 (square), 2 (ellipse) or 3 (heart), as in ``latents_values``.
-    scale : ``(n,)`` in ``(0, 1]``; orientation : ``(n,)`` radians, any real;
-    pos_x, pos_y : ``(n,)`` in ``[0, 1]``. All five broadcast to a common 1-D shape ``(n,)``.
-    resolution : int >= 16, the canvas side in pixels.
+    Conventions, since reference implementations differ: the radial standard deviation acts
+    along the radius (the first coordinate before the rotation) and the tangential one across
+    it; no rescale is applied by default (``scale=1``), so the arms reach a radius of about 1.3.
+    Johnson et al.'s original code multiplies by 10 (``scale=10``).
 
     Returns
     -------
-    uint8 array ``(n, resolution, resolution)`` of 0/1 pixels, row ``i`` = y, column ``j`` = x.
+    x : float64 ``(n, 2)``, the points, arm by arm; labels : int64 ``(n,)``, the arm of each.
     """
-    resolution = _check_resolution(resolution)
-    values = {
-        "shape": _as_values(shape, "shape"),
-        "scale": _as_values(scale, "scale"),
-        "orientation": _as_values(orientation, "orientation"),
-        "pos_x": _as_values(pos_x, "pos_x"),
-        "pos_y": _as_values(pos_y, "pos_y"),
-    }
-    for name, array in values.items():
-        if array.ndim > 1:
-            raise ValueError(f"{name} must be a number or 1-D, got shape {array.shape}")
-    try:
-        arrays = np.broadcast_arrays(*(np.atleast_1d(a) for a in values.values()))
-    except ValueError as err:
-        shapes = {name: a.shape for name, a in values.items()}
-        raise ValueError(
-            f"shape, scale, orientation, pos_x, pos_y must broadcast: {shapes}"
-        ) from err
-    shape, scale, orientation, pos_x, pos_y = arrays
-    if not np.isin(shape, (1.0, 2.0, 3.0)).all():
-        raise ValueError("shape must hold 1 (square), 2 (ellipse) or 3 (heart)")
-    if not ((scale > 0) & (scale <= 1)).all():
-        raise ValueError("scale must be in (0, 1] (1 is the largest sprite the canvas holds)")
-    for name, position in (("pos_x", pos_x), ("pos_y", pos_y)):
-        if not ((position >= 0) & (position <= 1)).all():
-            raise ValueError(f"{name} must be in [0, 1]")
-    angle = np.mod(orientation, 2.0 * np.pi)  # 2 pi -> exactly 0: the same image as 0
-    return _render(
-        shape.astype(np.int64),
-        np.cos(angle),
-        np.sin(angle),
-        scale,
-        _centre(pos_x),
-        _centre(pos_y),
-        resolution,
-    )
+    check_positive_int(n, "n")
+    check_positive_int(arms, "arms")
+    for value, name in ((radial_std, "radial_std"), (tangential_std, "tangential_std")):
+        check_positive(value, name, allow_zero=True)
+    check_positive(rate, "rate", allow_zero=True)
+    check_positive(scale, "scale")
+    gen = _generator(seed)
+    labels = torch.arange(n) * arms // n
+    noise = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    radial = 1.0 + radial_std * noise[:, 0]
+    tangential = tangential_std * noise[:, 1]
+    angle = 2 * math.pi * labels / arms + rate * torch.exp(radial)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    x = torch.stack([radial * cos - tangential * sin, radial * sin + tangential * cos], dim=1)
+    return scale * x, labels
 
 
-class FactorDataset:
-    """A dataset of images indexed by discrete ground-truth factors, in dSprites conventions.
+def linear_mixture(A, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples of ``x = A s + eta`` with ``s ~ N(0, I_k)`` and ``eta ~ N(0, I_N)``.
 
-    Holds what :class:`Sprites` and :class:`DSpritesNpz` share: the grid of factor classes, the
-    index <-> classes maps and the ground-truth protocol the disentanglement metrics use
-    (:meth:`sample_factors`, :meth:`observations`). Subclasses only say how images are produced.
-
-    Rows of ``latents_values`` / ``latents_classes`` have six columns ``LATENT_NAMES`` =
-    (color, shape, scale, orientation, posX, posY); colour is constant (class 0, value 1.0).
-    On a full grid in row-major order (posY fastest), the row of classes ``c`` is
-    ``c @ strides`` with ``strides[k] = prod(latents_sizes[k + 1:])``; for dSprites
-    ``strides = (737280, 245760, 40960, 1024, 32, 1)``.
-
-    Attributes
-    ----------
-    latents_sizes : tuple of 6 ints, colour first; factor_sizes : the last 5 of them.
-    factor_names : ``("shape", "scale", "orientation", "posX", "posY")``.
-    resolution : side of the square images in pixels; strides : int64 ``(6,)``.
-    """
-
-    factor_names = LATENT_NAMES[1:]
-
-    def __init__(self, latents_sizes, resolution: int, n_rows: int) -> None:
-        self.latents_sizes = tuple(int(size) for size in latents_sizes)
-        self.factor_sizes = self.latents_sizes[1:]
-        self.resolution = resolution
-        self.strides = _read_only(
-            np.array([math.prod(self.latents_sizes[k + 1 :]) for k in range(6)], dtype=np.int64)
-        )
-        self._n_rows = n_rows
-        self._latents_classes: np.ndarray | None = None
-        self._latents_values: np.ndarray | None = None
-        # None: the rows are the full grid in row-major order, so row = classes @ strides.
-        # Otherwise the rows' grid codes, sorted, and the row holding each of them.
-        self._sorted_codes: np.ndarray | None = None
-        self._row_of_sorted: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return self._n_rows
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(n={len(self)}, resolution={self.resolution})"
-
-    @property
-    def latents_classes(self) -> np.ndarray:
-        """int64 ``(N, 6)`` factor classes of every row, colour first (built once, read-only)."""
-        if self._latents_classes is None:
-            self._latents_classes = _read_only(self._grid_classes(np.arange(len(self))))
-        return self._latents_classes
-
-    @property
-    def latents_values(self) -> np.ndarray:
-        """float64 ``(N, 6)`` factor values of every row, colour first (built once, read-only)."""
-        if self._latents_values is None:
-            self._latents_values = _read_only(self._values_of(self.latents_classes))
-        return self._latents_values
-
-    def index(self, classes) -> np.ndarray:
-        """Rows holding the given factor classes.
-
-        Parameters
-        ----------
-        classes : integers ``(n, 6)`` (colour first) or ``(n, 5)`` (without colour).
-
-        Returns
-        -------
-        int64 array ``(n,)``; on the full grid ``classes @ strides`` (colour column 0).
-        """
-        return self._index(classes, "classes")
-
-    def classes(self, indices) -> np.ndarray:
-        """Factor classes of the given rows: int64 ``(n, 6)``, colour first, for ``(n,)`` rows."""
-        rows = self._rows(indices, "indices")
-        if self._sorted_codes is None:
-            return self._grid_classes(rows)
-        return self.latents_classes[rows]
-
-    def images(self, indices) -> np.ndarray:
-        """The images of the given rows ``(n,)``: uint8 ``(n, resolution, resolution)`` of 0/1."""
-        return self._images(self._rows(indices, "indices"))
-
-    def sample_factors(self, n: int, generator: torch.Generator) -> np.ndarray:
-        """``n`` factor classes drawn uniformly: int64 ``(n, 5)`` (without colour).
-
-        ``generator`` is a seeded CPU ``torch.Generator``; the same seed gives the same draws.
-        On a full grid each factor is uniform and independent of the others; on a subset (a
-        loaded file that is not the full grid) the rows present are drawn uniformly.
-        """
-        n = check_positive_int(n, "n", allow_zero=True)
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        if generator.device.type != "cpu":
-            raise ValueError(f"generator must be a CPU generator, got device {generator.device}")
-        rows = torch.randint(len(self), (n,), generator=generator).numpy()
-        return self.classes(rows)[:, 1:]
-
-    def observations(self, factors) -> torch.Tensor:
-        """Images of factor classes ``(n, 5)`` as a float32 tensor ``(n, 1, res, res)`` in [0, 1].
-
-        ``factors`` are class indices without colour, as :meth:`sample_factors` returns them
-        (``(n, 6)`` with colour is accepted too), as a numpy array or an integer tensor.
-
-        Together with :meth:`sample_factors` this builds the batches of the metrics, e.g. with
-        the scale (column 1) held fixed:
-
-        >>> data = Sprites(resolution=32)
-        >>> factors = data.sample_factors(64, torch.Generator().manual_seed(0))
-        >>> factors[:, 1] = factors[0, 1]
-        >>> data.observations(factors).shape
-        torch.Size([64, 1, 32, 32])
-        """
-        images = self._images(self._index(factors, "factors"))
-        return torch.from_numpy(images).to(torch.float32).unsqueeze(1)
-
-    # -- shared helpers ---------------------------------------------------------------------
-
-    def _grid_classes(self, rows: np.ndarray) -> np.ndarray:
-        return (rows[:, None] // self.strides) % np.array(self.latents_sizes, dtype=np.int64)
-
-    def _rows(self, indices, name: str) -> np.ndarray:
-        rows = _as_int_array(indices, name)
-        if rows.ndim != 1:
-            raise ValueError(f"{name} must be 1-D (n,), got shape {rows.shape}")
-        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
-            raise ValueError(
-                f"{name} must be in 0..{len(self) - 1}, got values in {rows.min()}..{rows.max()}"
-            )
-        return rows
-
-    def _index(self, classes, name: str) -> np.ndarray:
-        classes = _as_int_array(classes, name)
-        if classes.ndim != 2 or classes.shape[1] not in (5, 6):
-            raise ValueError(f"{name} must have shape (n, 6) or (n, 5), got {classes.shape}")
-        first = 6 - classes.shape[1]  # 1 when the colour column is left out
-        for col in range(classes.shape[1]):
-            size, column = self.latents_sizes[first + col], classes[:, col]
-            if column.size and (column.min() < 0 or column.max() >= size):
-                raise ValueError(
-                    f"{name}[:, {col}] ({LATENT_NAMES[first + col]}) must be in 0..{size - 1}, "
-                    f"got values in {column.min()}..{column.max()}"
-                )
-        codes = classes @ self.strides[first:]
-        if self._sorted_codes is None:
-            return codes
-        where = np.minimum(np.searchsorted(self._sorted_codes, codes), len(self) - 1)
-        missing = self._sorted_codes[where] != codes
-        if missing.any():
-            raise ValueError(
-                f"{name} row {int(np.argmax(missing))} is a factor combination this dataset "
-                "does not hold (it is a subset of the grid)"
-            )
-        return self._row_of_sorted[where]
-
-    def _images(self, rows: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def _values_of(self, classes: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-
-class Sprites(FactorDataset):
-    """dSprites, rendered on demand: 737,280 binary images of a square, an ellipse or a heart.
-
-    A faithful re-creation of the factor grid and conventions of dSprites (Matthey et al.,
-    2017), not of its pixels: the original renderer is not published, so the sprites here come
-    from the geometry below and differ from the official images pixel by pixel.
-
-    The grid (``latents_sizes = (1, 3, 6, 40, 32, 32)``, colour first):
-    colour 1.0 (one value); shape 1., 2., 3. = square, ellipse, heart; scale
-    ``linspace(0.5, 1, 6)``; orientation ``linspace(0, 2 pi, 40)`` (both endpoints, so classes
-    0 and 39 give the same image, as in the original); posX, posY ``linspace(0, 1, 32)``.
-    Rows are in row-major order with posY fastest (see :class:`FactorDataset`).
-
-    Geometry, in canvas units (the canvas is ``[0, 1]^2``, x to the right along columns,
-    y *down* along rows, as the image is displayed):
-
-    - position ``p`` maps to the centre ``0.2 + 0.6 p`` (``SPRITE_MARGIN = 0.2``), so posX = 0
-      is left, posY = 0 is the top row;
-    - every shape fits a disc of radius ``0.15 * scale`` (``SPRITE_RADIUS``) about its centre,
-      so the largest sprite at any orientation keeps 0.05 of the width (3.2 pixels at 64) off
-      the edge: no foreground pixel ever touches the border rows or columns, at any resolution
-      >= 16;
-    - square: side ``sqrt(2) * 0.15 * scale`` (corners on the disc); ellipse: semi-axes
-      ``0.15 * scale`` (horizontal at orientation 0) and half that; heart: the curve
-      ``(X^2 + Y^2 - 1)^3 <= X^2 Y^3``, upright (lobes up, point down), centred on the centre of
-      its smallest enclosing disc (``(0, 0.25)``, radius 1.25) and scaled to the disc;
-    - orientation rotates the shape anticlockwise on screen about its centre; angles are
-      reduced modulo ``2 pi``, so ``2 pi`` renders exactly as 0;
-    - coverage rule: a pixel is 1 when its centre ``((j + 0.5) / res, (i + 0.5) / res)`` lies
-      inside or on the shape, else 0 (deterministic; no anti-aliasing).
-
-    ``resolution`` (>= 16) renders the same scene on a coarser or finer pixel grid, e.g. 32 for
-    CPU-scale chapters. Images are never stored: :meth:`images` renders any rows vectorised in
-    numpy, the same row giving the same bytes every time.
-
-    :meth:`sample_factors` takes a seeded CPU ``torch.Generator``.
-
-    Parameters
-    ----------
-    resolution : int >= 16, default 64.
-    """
-
-    def __init__(self, resolution: int = 64) -> None:
-        resolution = _check_resolution(resolution)
-        super().__init__(DSPRITES_LATENT_SIZES, resolution, math.prod(DSPRITES_LATENT_SIZES))
-        angle = np.mod(SPRITE_ORIENTATIONS, 2.0 * np.pi)  # class 39 (2 pi) -> exactly 0
-        self._cos, self._sin = np.cos(angle), np.sin(angle)
-        self._centres = _centre(SPRITE_POSITIONS)
-
-    def __repr__(self) -> str:
-        return f"Sprites(resolution={self.resolution})"
-
-    def _images(self, rows: np.ndarray) -> np.ndarray:
-        c = self._grid_classes(rows)
-        return _render(
-            c[:, 1] + 1,
-            self._cos[c[:, 3]],
-            self._sin[c[:, 3]],
-            SPRITE_SCALES[c[:, 2]],
-            self._centres[c[:, 4]],
-            self._centres[c[:, 5]],
-            self.resolution,
-        )
-
-    def _values_of(self, classes: np.ndarray) -> np.ndarray:
-        return np.stack(
-            [
-                np.ones(len(classes)),
-                classes[:, 1] + 1.0,
-                SPRITE_SCALES[classes[:, 2]],
-                SPRITE_ORIENTATIONS[classes[:, 3]],
-                SPRITE_POSITIONS[classes[:, 4]],
-                SPRITE_POSITIONS[classes[:, 5]],
-            ],
-            axis=1,
-        )
-
-
-class DSpritesNpz(FactorDataset):
-    """The images of a dSprites-format npz file, with the interface of :class:`Sprites`.
-
-    Built by :func:`load_dsprites_npz`. The file may hold the full grid (the official file) or
-    any subset of rows. The grid's sizes come from ``metadata['latents_sizes']`` when the file
-    has it, else from ``latents_classes.max(0) + 1``. When the rows are the full grid in
-    row-major order, ``index`` is the stride formula; otherwise it looks the classes up, and
-    raises ``ValueError`` for a combination the file does not hold, while ``sample_factors``
-    draws the rows present uniformly.
-
-    Parameters
-    ----------
-    imgs : uint8 ``(N, H, H)``; latents_values : float ``(N, 6)``; latents_classes : int ``(N, 6)``.
-    latents_sizes : optional 6 ints, colour first.
-    """
-
-    def __init__(self, imgs, latents_values, latents_classes, latents_sizes=None) -> None:
-        imgs = np.asarray(imgs)
-        if imgs.ndim != 3 or imgs.shape[1] != imgs.shape[2]:
-            raise ValueError(f"imgs must have shape (N, H, H), got {imgs.shape}")
-        if imgs.dtype.kind not in "biu":
-            raise TypeError(f"imgs must hold 0/1 integers (uint8), got dtype {imgs.dtype}")
-        n = len(imgs)
-        classes = _as_int_array(latents_classes, "latents_classes")
-        values = _as_values(latents_values, "latents_values")
-        for name, array in (("latents_classes", classes), ("latents_values", values)):
-            if array.shape != (n, 6):
-                raise ValueError(
-                    f"{name} must have shape ({n}, 6) to match imgs, got {array.shape}"
-                )
-        if n == 0:
-            raise ValueError("imgs must hold at least one image")
-        if classes.min() < 0:
-            raise ValueError("latents_classes must be >= 0")
-        if latents_sizes is None:
-            latents_sizes = classes.max(0) + 1
-        sizes = _as_int_array(latents_sizes, "latents_sizes")
-        if sizes.shape != (6,) or sizes.min() < 1:
-            raise ValueError(f"latents_sizes must be 6 ints >= 1, got {sizes.tolist()}")
-        if (classes >= sizes).any():
-            raise ValueError(f"latents_classes must be below latents_sizes {sizes.tolist()}")
-        super().__init__(sizes.tolist(), imgs.shape[1], n)
-        self._imgs = imgs
-        self._latents_classes = _read_only(classes.copy())
-        self._latents_values = _read_only(values.copy())
-        codes = classes @ self.strides
-        if n != math.prod(self.latents_sizes) or not np.array_equal(codes, np.arange(n)):
-            order = np.argsort(codes, kind="stable")
-            if (np.diff(codes[order]) == 0).any():
-                raise ValueError("latents_classes must not repeat a row")
-            self._sorted_codes, self._row_of_sorted = codes[order], order
-
-    def _images(self, rows: np.ndarray) -> np.ndarray:
-        return self._imgs[rows].astype(np.uint8, copy=False)
-
-
-def load_dsprites_npz(path) -> DSpritesNpz:
-    """Read a dSprites npz file (the official ``dsprites_ndarray_..._64x64.npz`` or a subset).
-
-    The file holds ``imgs`` (N, 64, 64) uint8, ``latents_values`` (N, 6) float64,
-    ``latents_classes`` (N, 6) int64 and optionally ``metadata`` (a pickled dict with
-    ``latents_sizes``); it is read with ``np.load(path, allow_pickle=True, encoding='latin1')``.
-    The official file decompresses to about 3 GB of images held in memory.
+    This is eq. (17) of Sikka et al. (2019): ``A`` (``N x k``) mixes ``k`` independent
+    Gaussian sources into ``N`` observed coordinates with unit-variance noise.
 
     Returns
     -------
-    :class:`DSpritesNpz`, with the interface of :class:`Sprites`.
+    x : float64 ``(n, N)``; s : float64 ``(n, k)``, the true sources.
+    """
+    A = as_tensor(A, "A", dtype=torch.float64)
+    if A.dim() != 2:
+        raise ValueError(f"A must be an (N, k) matrix, got shape {tuple(A.shape)}")
+    check_positive_int(n, "n")
+    gen = _generator(seed)
+    s = torch.randn(n, A.shape[1], generator=gen, dtype=torch.float64)
+    eta = torch.randn(n, A.shape[0], generator=gen, dtype=torch.float64)
+    return s @ A.T + eta, s
+
+
+def digit_mixture(k: int, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sikka et al.'s Section V data: ``k`` digit images mixed by Gaussian sources, plus noise.
+
+    The columns of ``A`` are ``k`` digit images (64 pixels in ``[0, 1]``): the first image of
+    each digit 0, 1, ..., k-1 in :func:`digits` (k <= 10; the paper uses MNIST digits, this book
+    the embedded 8x8 ones). Then ``x = A s + eta`` as in :func:`linear_mixture`.
+
+    Returns
+    -------
+    x : float64 ``(n, 64)``; s : float64 ``(n, k)``; A : float64 ``(64, k)``.
+    """
+    check_positive_int(k, "k")
+    if k > 10:
+        raise ValueError(f"k must be at most 10 (one image per digit), got {k}")
+    images, labels = digits(torch.float64)
+    first = [int(torch.nonzero(labels == digit)[0]) for digit in range(k)]
+    A = images[first].reshape(k, -1).T.contiguous()
+    x, s = linear_mixture(A, n, seed)
+    return x, s, A
+
+
+CANVAS_MIXING = ((2.73, 0.73), (0.73, 2.73))  # A_ij = 2 delta_ij + 0.73 (Sikka et al. Fig. 3)
+
+
+def digit_on_canvas(
+    n: int, canvas: int = 32, pixels_per_unit: float = 2.0, digit: int = 3, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sikka et al.'s Fig. 3 data: one digit placed on a blank canvas at a random position.
+
+    The position is ``p = A s + eta`` with ``A_ij = 2 delta_ij + 0.73``, ``s ~ N(0, I_2)`` and
+    ``eta ~ N(0, I_2)`` (eq. 17 with N = k = 2). The digit (the first 8x8 image of ``digit``
+    in :func:`digits`) is pasted with its centre at ``canvas / 2 + pixels_per_unit * p``,
+    rounded to whole pixels and clipped so that the digit stays on the canvas (each coordinate
+    of ``p`` has standard deviation ``sqrt(2.73^2 + 0.73^2 + 1) = 3.0``; with the defaults,
+    positions beyond about 2 standard deviations are clipped).
+
+    Returns
+    -------
+    images : float32 ``(n, canvas, canvas)`` in ``[0, 1]``; positions : float64 ``(n, 2)``, the
+    unclipped ``p`` (x, y); s : float64 ``(n, 2)``, the sources.
+    """
+    check_positive_int(n, "n")
+    check_positive_int(canvas, "canvas")
+    if canvas < 8:
+        raise ValueError(f"canvas must be at least 8 pixels (the digit's size), got {canvas}")
+    check_positive(pixels_per_unit, "pixels_per_unit")
+    check_positive_int(digit, "digit", allow_zero=True)
+    if digit > 9:
+        raise ValueError(f"digit must be 0..9, got {digit}")
+    positions, s = linear_mixture(torch.tensor(CANVAS_MIXING), n, seed)
+    images, labels = digits()
+    sprite = images[int(torch.nonzero(labels == digit)[0])]
+    corner = torch.round(canvas / 2 + pixels_per_unit * positions - 4).to(torch.int64)
+    corner = corner.clamp(0, canvas - 8)  # (n, 2): left column, top row
+    rows = corner[:, 1, None] + torch.arange(8)  # (n, 8)
+    cols = corner[:, 0, None] + torch.arange(8)
+    out = torch.zeros(n, canvas, canvas)
+    out[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]] = sprite
+    return out, positions, s
+
+
+def manifold(
+    r: int, d: int, n: int, mode_std: float = 0.3, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points on a known ``r``-dimensional smooth manifold in ``R^d`` with a non-Gaussian density.
+
+    Intrinsic coordinates ``u`` have independent bimodal entries,
+    ``u_j ~ 1/2 N(-1, mode_std^2) + 1/2 N(1, mode_std^2)``. They are embedded by the smooth,
+    injective map ``h(u) = (u_1, ..., u_r, 1/2 sin(pi u_1), ..., 1/2 sin(pi u_m))`` with
+    ``m = min(r, d - r)``, followed by a fixed random orthonormal map ``Q`` (``d x (r + m)``,
+    drawn from ``seed``): ``x = Q h(u)``. For ``r < d`` the data lie exactly on an
+    ``r``-dimensional curved manifold (the case of Dai & Wipf's Section 3); for ``r = d``,
+    ``h(u) = u`` and ``x = Q u`` has a non-Gaussian density on all of ``R^d`` (Section 2).
+
+    Returns
+    -------
+    x : float64 ``(n, d)``; u : float64 ``(n, r)``, the intrinsic coordinates.
+    """
+    check_positive_int(r, "r")
+    check_positive_int(d, "d")
+    check_positive_int(n, "n")
+    if r > d:
+        raise ValueError(f"r must be at most d = {d}, got {r}")
+    check_positive(mode_std, "mode_std")
+    gen = _generator(seed)
+    signs = torch.randint(0, 2, (n, r), generator=gen).to(torch.float64) * 2 - 1
+    u = signs + mode_std * torch.randn(n, r, generator=gen, dtype=torch.float64)
+    m = min(r, d - r)
+    h = torch.cat([u, 0.5 * torch.sin(math.pi * u[:, :m])], dim=1)
+    Q, _ = torch.linalg.qr(torch.randn(d, r + m, generator=gen, dtype=torch.float64))
+    return h @ Q.T, u
+
+
+def lines_and_circles(
+    kind: str, n: int = 600, noise: float = 0.01, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two-dimensional mixtures of lines or of circles of the high-capacity chapter (Fig. 4).
+
+    The paper shows the data but does not give their parameters; this book fixes them:
+    ``kind="lines"`` draws points uniformly along three segments of the square
+    ``[-0.4, 0.4]^2`` (a horizontal, a vertical and a diagonal one); ``kind="circles"``
+    draws points uniformly on three circles of radii 0.1, 0.15 and 0.2. Each point gets
+    isotropic Gaussian noise of standard deviation ``noise``; components have equal weight.
+
+    Returns
+    -------
+    x : float64 ``(n, 2)``; labels : int64 ``(n,)``, the line or circle of each point.
+    """
+    check_choice(kind, "kind", ("lines", "circles"))
+    check_positive_int(n, "n")
+    check_positive(noise, "noise", allow_zero=True)
+    gen = _generator(seed)
+    labels = torch.arange(n) * 3 // n
+    t = torch.rand(n, generator=gen, dtype=torch.float64)
+    if kind == "lines":
+        starts = torch.tensor([[-0.4, 0.3], [0.3, -0.4], [-0.4, -0.4]], dtype=torch.float64)
+        ends = torch.tensor([[0.4, 0.3], [0.3, 0.4], [0.1, 0.1]], dtype=torch.float64)
+        x = starts[labels] + t[:, None] * (ends - starts)[labels]
+    else:
+        centres = torch.tensor([[-0.2, -0.2], [0.2, -0.15], [0.0, 0.2]], dtype=torch.float64)
+        radii = torch.tensor([0.1, 0.15, 0.2], dtype=torch.float64)
+        angle = 2 * math.pi * t
+        ring = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+        x = centres[labels] + radii[labels, None] * ring
+    return x + noise * torch.randn(n, 2, generator=gen, dtype=torch.float64), labels
+
+
+# --------------------------------------------------------------------------------------------
+# MNIST's IDX files, for readers who have them.
+# --------------------------------------------------------------------------------------------
+
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def load_mnist_idx(path) -> np.ndarray:
+    """Read an IDX file (MNIST's ``train-images-idx3-ubyte`` and friends), gzipped or not.
+
+    The format: two zero bytes, a type code (0x08 = uint8, ...), the number of dimensions,
+    then each dimension as a big-endian uint32, then the data in row-major order.
+
+    Returns
+    -------
+    numpy array of the stored type and shape, e.g. uint8 ``(60000, 28, 28)`` for MNIST images
+    and uint8 ``(60000,)`` for labels.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    with np.load(path, allow_pickle=True, encoding="latin1") as npz:
-        missing = {"imgs", "latents_values", "latents_classes"} - set(npz.files)
-        if missing:
-            raise ValueError(f"path {path} is not a dSprites npz: it lacks {sorted(missing)}")
-        sizes = None
-        if "metadata" in npz.files:
-            metadata = npz["metadata"][()]
-            if isinstance(metadata, dict) and "latents_sizes" in metadata:
-                sizes = metadata["latents_sizes"]
-        return DSpritesNpz(npz["imgs"], npz["latents_values"], npz["latents_classes"], sizes)
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"path {path} is not an IDX file (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"path {path} is truncated: its header is incomplete")
+    shape = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = math.prod(shape) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(
+            f"path {path} holds {len(raw) - header} data bytes but its header {shape} "
+            f"needs {expected}"
+        )
+    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return data.astype(dtype.newbyteorder("="))
