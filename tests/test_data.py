@@ -1,20 +1,25 @@
-"""Tests of vaebook.data: the offline digits and their seeded per-class subsets."""
+"""Tests of vaebook.data: the offline digits, their seeded subsets, and the generated datasets."""
 
-import time
+import gzip
+import math
 
 import numpy as np
 import pytest
 import scipy.stats
 import torch
+import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from vaebook.data import (
-    DSpritesNpz,
-    Sprites,
     digit_exemplars,
+    digit_mixture,
+    digit_on_canvas,
     digits,
-    load_dsprites_npz,
-    render_sprites,
+    linear_mixture,
+    lines_and_circles,
+    load_mnist_idx,
+    manifold,
+    pinwheel,
 )
 
 
@@ -83,430 +88,578 @@ def test_bad_input_raises_naming_the_argument(func, kwargs, error, match):
 
 
 # --------------------------------------------------------------------------------------------
-# dSprites: the procedural Sprites, render_sprites and the npz loader.
+# Synthetic datasets. Monte Carlo checks use a fixed seed and a tolerance of Z standard errors
+# (SE); with Z = 5 a correct implementation fails with probability below 1e-6 per check.
 # --------------------------------------------------------------------------------------------
 
-DSPRITES_STRIDES = (737280, 245760, 40960, 1024, 32, 1)
+Z = 5.0
 
 
-@pytest.fixture(scope="module")
-def sprites():
-    return Sprites()
+def _cov(x):
+    """Sample covariance (divisor n) of the rows of ``x``."""
+    xc = x - x.mean(0)
+    return xc.T @ xc / x.shape[0]
 
 
-def _grid_rows(data, shapes, scales, orientations, xs, ys):
-    """Rows of every combination of the given classes (product, posY fastest)."""
-    grid = np.stack(np.meshgrid(shapes, scales, orientations, xs, ys, indexing="ij"), -1)
-    return data.index(grid.reshape(-1, 5))
+def _cov_se(sigma, n):
+    """SE of each entry of a Gaussian sample covariance: sqrt((S_ii S_jj + S_ij^2) / n)."""
+    var = torch.diagonal(sigma)
+    return torch.sqrt((var[:, None] * var[None, :] + sigma**2) / n)
 
 
-def _centroids(images):
-    """Centroids ``(n, 2)`` (x, y) in pixel units, pixel ``j`` spanning ``[j, j + 1)``."""
-    images = images.astype(np.float64)
-    centres = np.arange(images.shape[-1]) + 0.5
-    mass = images.sum((1, 2))
-    return (
-        np.stack([(images.sum(1) * centres).sum(1), (images.sum(2) * centres).sum(1)], 1)
-        / (mass[:, None])
+def _assert_balanced(labels, n, k):
+    """Labels are floor(i k / n): in order, and the k counts differ by at most one."""
+    assert labels.dtype == torch.int64 and labels.shape == (n,)
+    assert torch.equal(labels, torch.div(torch.arange(n) * k, n, rounding_mode="floor"))
+    counts = torch.bincount(labels, minlength=k)
+    assert counts.numel() == k and int(counts.max() - counts.min()) <= 1
+
+
+# pinwheel ------------------------------------------------------------------------------------
+
+
+def _pinwheel_angle(rho, labels, arms, rate):
+    return 2 * math.pi * labels.double() / arms + rate * torch.exp(rho)
+
+
+def _unrotate(x, labels, arms, rate):
+    """Recover (rho, tau) with x = R(2 pi a / arms + rate exp(rho)) (rho, tau), the documented map.
+
+    The angle depends on the unknown rho, so rho solves g(rho) = 0 with g(rho) the first
+    coordinate of R(-angle(rho)) x minus rho; Newton's method from rho = |x|, with
+    g'(rho) = rate exp(rho) tau(rho) - 1. The caller checks the reconstruction.
+    """
+    rho = x.norm(dim=1)
+    for _ in range(30):
+        angle = _pinwheel_angle(rho, labels, arms, rate)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        tau = -sin * x[:, 0] + cos * x[:, 1]
+        rho = rho - (cos * x[:, 0] + sin * x[:, 1] - rho) / (rate * torch.exp(rho) * tau - 1)
+    angle = _pinwheel_angle(rho, labels, arms, rate)
+    tau = -torch.sin(angle) * x[:, 0] + torch.cos(angle) * x[:, 1]
+    return rho, tau, angle
+
+
+@pytest.mark.parametrize(("n", "arms"), [(400, 4), (10, 4), (7, 3), (5, 5)])
+def test_pinwheel_shapes_and_balanced_arms(n, arms):
+    x, labels = pinwheel(n, arms=arms)
+    assert x.shape == (n, 2) and x.dtype == torch.float64
+    _assert_balanced(labels, n, arms)
+
+
+def test_pinwheel_is_fixed_by_the_seed_and_scale_multiplies():
+    a, b, c = pinwheel(seed=1), pinwheel(seed=1), pinwheel(seed=2)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.allclose(a[0], c[0]) and torch.equal(a[1], c[1])
+    x10, labels10 = pinwheel(seed=1, scale=10.0)
+    torch.testing.assert_close(x10, 10 * a[0], rtol=1e-15, atol=0)
+    assert torch.equal(labels10, a[1])
+
+
+@pytest.mark.parametrize(("arms", "rate"), [(4, 0.25), (3, 0.0), (5, 1.7)])
+def test_noiseless_pinwheel_points_lie_on_the_unit_circle_at_the_arm_angle(arms, rate):
+    # No noise: rho = 1, tau = 0, so the point is (cos t, sin t) with t = 2 pi a / arms + rate e.
+    # A swapped pair of coordinates, a wrong sign or a wrong angle moves points by O(1).
+    x, labels = pinwheel(60, arms=arms, radial_std=0.0, tangential_std=0.0, rate=rate)
+    torch.testing.assert_close(x.norm(dim=1), torch.ones(60, dtype=torch.float64))
+    angle = 2 * math.pi * labels.double() / arms + rate * math.e
+    # The angle of each point, mod 2 pi, equals the formula (compare on the circle: float64
+    # rounding only, so 1e-12).
+    got = torch.atan2(x[:, 1], x[:, 0])
+    diff = torch.remainder(got - angle + math.pi, 2 * math.pi) - math.pi
+    assert diff.abs().max().item() < 1e-12
+    torch.testing.assert_close(
+        x, torch.stack([torch.cos(angle), torch.sin(angle)], 1), rtol=0, atol=1e-12
     )
 
 
-def _reference_image(shape, scale, angle, pos_x, pos_y, res):
-    """One sprite by brute force over the whole canvas, from the geometry in the docstring."""
-    u = (np.arange(res) + 0.5) / res
-    cx, cy = 0.2 + 0.6 * pos_x, 0.2 + 0.6 * pos_y
-    dx, dy = u[None, :] - cx, cy - u[:, None]  # y up
-    size = 0.15 * scale
-    x = (np.cos(angle) * dx + np.sin(angle) * dy) / size
-    y = (-np.sin(angle) * dx + np.cos(angle) * dy) / size
-    if shape == 1:
-        inside = np.maximum(np.abs(x), np.abs(y)) <= 1 / np.sqrt(2)
-    elif shape == 2:
-        inside = x**2 + (2 * y) ** 2 <= 1
-    else:
-        hx, hy = 1.25 * x, 1.25 * y + 0.25
-        inside = (hx**2 + hy**2 - 1) ** 3 <= hx**2 * hy**3
-    return inside.astype(np.uint8)
+def test_pinwheel_radius_has_the_mean_of_the_unrotated_noisy_point():
+    # The rotation preserves norms, so each radius is |(1 + 0.1 e1, 0.3 e2)|. Its mean is
+    # computed independently by 2-D Gauss-Hermite quadrature (exact to ~1e-15 for this smooth
+    # integrand); the sample mean of n radii is within Z standard errors std(r)/sqrt(n).
+    n = 20000
+    x, _ = pinwheel(n, radial_std=0.1, tangential_std=0.3, seed=3)
+    radius = x.norm(dim=1)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(80)
+    weights = weights / math.sqrt(2 * math.pi)
+    e1, e2 = np.meshgrid(nodes, nodes, indexing="ij")
+    expected = float(
+        np.sum(np.outer(weights, weights) * np.sqrt((1 + 0.1 * e1) ** 2 + (0.3 * e2) ** 2))
+    )
+    se = radius.std().item() / math.sqrt(n)
+    assert abs(radius.mean().item() - expected) < Z * se
+    # Swapping radial and tangential std would give a mean radius ~0.04 away (>> Z * se ~ 0.004).
+    swapped = float(
+        np.sum(np.outer(weights, weights) * np.sqrt((1 + 0.3 * e1) ** 2 + (0.1 * e2) ** 2))
+    )
+    assert abs(swapped - expected) > 4 * Z * se
 
 
-def test_sprites_grid_has_the_dsprites_factors_and_values(sprites):
-    assert len(sprites) == 737280 == 3 * 6 * 40 * 32 * 32
-    assert sprites.factor_sizes == (3, 6, 40, 32, 32)
-    assert sprites.factor_names == ("shape", "scale", "orientation", "posX", "posY")
-    values, classes = sprites.latents_values, sprites.latents_classes
-    assert values.shape == classes.shape == (737280, 6)
-    assert values.dtype == np.float64 and classes.dtype == np.int64
-    grids = [
-        np.ones(1),
-        np.array([1.0, 2.0, 3.0]),
-        np.linspace(0.5, 1.0, 6),
-        np.linspace(0, 2 * np.pi, 40),
-        np.linspace(0, 1, 32),
-        np.linspace(0, 1, 32),
-    ]
-    for k, grid in enumerate(grids):
-        assert np.array_equal(np.unique(classes[:, k]), np.arange(len(grid)))
-        assert np.array_equal(values[:, k], grid[classes[:, k]]), k
-    assert np.array_equal(values[0], [1, 1, 0.5, 0, 0, 0])
-    assert np.array_equal(values[-1], [1, 3, 1, 2 * np.pi, 1, 1])
-    # Built once, then shared and read-only.
-    assert sprites.latents_values is values and sprites.latents_classes is classes
-    with pytest.raises(ValueError, match="read-only"):
-        values[0, 0] = 2.0
-
-
-def test_index_is_the_row_major_stride_formula_both_ways(sprites):
-    assert tuple(sprites.strides) == DSPRITES_STRIDES
-    classes = sprites.latents_classes
-    assert np.array_equal(classes[1], [0, 0, 0, 0, 0, 1])  # posY fastest
-    assert np.array_equal(classes[32], [0, 0, 0, 0, 1, 0])
-    assert np.array_equal(classes[1024], [0, 0, 0, 1, 0, 0])
-    assert np.array_equal(classes @ np.array(DSPRITES_STRIDES), np.arange(737280))
-    assert sprites.index([[0, 2, 3, 4, 5, 6]]).tolist() == [
-        2 * 245760 + 3 * 40960 + 4 * 1024 + 5 * 32 + 6
-    ]
-    rows = np.random.default_rng(0).integers(0, len(sprites), 5000)
-    assert np.array_equal(sprites.classes(rows), classes[rows])
-    assert np.array_equal(sprites.index(classes[rows]), rows)
-    assert np.array_equal(sprites.index(classes[rows, 1:]), rows)  # without colour
-    assert np.array_equal(sprites.index(torch.as_tensor(classes[rows, 1:])), rows)
-    assert sprites.index(classes[rows]).dtype == np.int64
-    random_classes = np.stack(
-        [np.random.default_rng(k).integers(0, s, 1000) for k, s in enumerate((3, 6, 40, 32, 32))],
+@pytest.mark.parametrize(("radial_std", "tangential_std"), [(0.1, 0.3), (0.3, 0.1), (0.05, 0.0)])
+def test_pinwheel_noise_acts_radially_and_tangentially_in_the_rotated_frame(
+    radial_std, tangential_std
+):
+    # Un-rotating by the documented angle recovers (rho, tau) = (1 + radial_std e1,
+    # tangential_std e2). The sample std of n normal values has SE sigma / sqrt(2 n); means
+    # have SE sigma / sqrt(n).
+    n, arms, rate = 20000, 4, 0.25
+    x, labels = pinwheel(
+        n, arms=arms, radial_std=radial_std, tangential_std=tangential_std, rate=rate, seed=4
+    )
+    rho, tau, angle = _unrotate(x, labels, arms, rate)
+    rebuilt = torch.stack(
+        [
+            rho * torch.cos(angle) - tau * torch.sin(angle),
+            rho * torch.sin(angle) + tau * torch.cos(angle),
+        ],
         1,
     )
-    back = sprites.classes(sprites.index(random_classes))
-    assert back.shape == (1000, 6) and np.array_equal(back[:, 1:], random_classes)
-    assert not back[:, 0].any()
-
-
-def test_images_are_binary_deterministic_and_independent_of_the_batch(sprites):
-    rows = np.random.default_rng(1).integers(0, len(sprites), 300)
-    images = sprites.images(rows)
-    assert images.shape == (300, 64, 64) and images.dtype == np.uint8
-    assert set(np.unique(images)) == {0, 1} and images.any((1, 2)).all()
-    again = Sprites().images(rows)  # a second instance
-    assert images.tobytes() == again.tobytes()
-    perm = np.random.default_rng(2).permutation(300)
-    assert np.array_equal(sprites.images(rows[perm]), images[perm])
-    assert np.array_equal(sprites.images(rows[:1]), images[:1])
-    assert np.array_equal(sprites.images(np.r_[rows[:5], rows[:5]]), np.r_[images[:5], images[:5]])
-    assert sprites.images([]).shape == (0, 64, 64)
-
-
-@pytest.mark.parametrize("resolution", [16, 32, 64])
-def test_images_follow_the_documented_geometry_pixel_by_pixel(resolution):
-    """Brute force over the whole canvas (the renderer only evaluates a window)."""
-    data = Sprites(resolution)
-    rows = np.random.default_rng(resolution).integers(0, len(data), 120)
-    values = data.latents_values[rows]
-    expected = np.stack([_reference_image(*v[1:], res=resolution) for v in values])
-    images = data.images(rows)
-    assert np.abs(images.astype(int) - expected).sum() <= 2  # at most a rounding-level tie
-    assert np.array_equal(images, render_sprites(*values[:, 1:].T, resolution=resolution))
-
-
-@pytest.mark.parametrize("resolution", [16, 32, 64])
-def test_the_largest_sprites_stay_inside_the_canvas_at_the_extremes(resolution):
-    data = Sprites(resolution)
-    # All shapes x scale 1.0 x every orientation x posX, posY in {0, 1}: 480 sprites.
-    images = data.images(_grid_rows(data, range(3), [5], range(40), [0, 31], [0, 31]))
-    assert len(images) == 480 and images.any((1, 2)).all()
-    border = np.concatenate(
-        [images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1
-    )
-    assert not border.any()
-
-
-def test_sprites_move_with_position_and_sit_at_the_documented_centre(sprites):
-    for shape in range(3):
-        for scale, orientation in ((0, 0), (5, 7), (2, 23)):
-            along_x = sprites.images(
-                _grid_rows(sprites, [shape], [scale], [orientation], range(32), [9])
-            )
-            along_y = sprites.images(
-                _grid_rows(sprites, [shape], [scale], [orientation], [20], range(32))
-            )
-            cx, cy = _centroids(along_x).T, _centroids(along_y).T
-            assert (np.diff(cx[0]) > 0).all() and np.ptp(cx[1]) < 0.5  # x moves, y stays
-            assert (np.diff(cy[1]) > 0).all() and np.ptp(cy[0]) < 0.5  # y moves (down), x stays
-            if shape < 2:  # square and ellipse: the centroid is the centre 0.2 + 0.6 * pos
-                expected = 64 * (0.2 + 0.6 * np.linspace(0, 1, 32))
-                assert np.abs(cx[0] - expected).max() < 0.5
-                assert np.abs(cy[1] - expected).max() < 0.5
-
-
-def test_area_grows_with_scale_like_its_square(sprites):
-    for shape in range(3):
-        for orientation, x, y in ((0, 0, 0), (11, 16, 30), (30, 31, 5)):
-            areas = sprites.images(_grid_rows(sprites, [shape], range(6), [orientation], [x], [y]))
-            areas = areas.sum((1, 2)).astype(float)
-            assert (np.diff(areas) > 0).all()
-            assert 3.4 < areas[-1] / areas[0] < 4.6  # (1.0 / 0.5)^2 = 4, up to pixelisation
-    # The documented sizes at scale 1: square side sqrt(2) * 0.15, ellipse pi * 0.15 * 0.075.
-    square, ellipse = sprites.images(_grid_rows(sprites, [0, 1], [5], [0], [16], [16])).sum((1, 2))
-    assert abs(square - (np.sqrt(2) * 0.15 * 64) ** 2) < 0.1 * square
-    assert abs(ellipse - np.pi * 0.15 * 0.075 * 64**2) < 0.1 * ellipse
-
-
-def test_orientation_2pi_renders_exactly_as_0(sprites):
-    rows_0 = _grid_rows(sprites, range(3), [0, 3, 5], [0], [0, 13, 31], [2, 31])
-    rows_2pi = _grid_rows(sprites, range(3), [0, 3, 5], [39], [0, 13, 31], [2, 31])
-    assert np.array_equal(sprites.images(rows_0), sprites.images(rows_2pi))
-    rows_1 = _grid_rows(sprites, [2], [0, 3, 5], [1], [0, 13, 31], [2, 31])
-    assert not np.array_equal(sprites.images(rows_0[-18:]), sprites.images(rows_1))
-    assert np.array_equal(
-        render_sprites(3, 0.8, 2 * np.pi, 0.3, 0.6), render_sprites(3, 0.8, 0, 0.3, 0.6)
-    )
-
-
-def test_a_square_turned_by_a_quarter_turn_is_the_same_square():
-    # Not bit-exact in general: cos(pi / 2) is 6e-17, not 0, so a pixel centre lying within
-    # rounding error of an edge may flip; allow 2 pixels per image.
-    unrotated = render_sprites(1, [1.0, 0.5, 0.7], 0.0, [0.5, 0.3, 0.9], [0.5, 0.8, 0.1])
-    quarter = render_sprites(1, [1.0, 0.5, 0.7], np.pi / 2, [0.5, 0.3, 0.9], [0.5, 0.8, 0.1])
-    eighth = render_sprites(1, [1.0, 0.5, 0.7], np.pi / 4, [0.5, 0.3, 0.9], [0.5, 0.8, 0.1])
-    assert (unrotated != quarter).sum((1, 2)).max() <= 2
-    assert ((unrotated != eighth).sum((1, 2)) > 0.1 * unrotated.sum((1, 2))).all()
-
-
-def test_orientation_turns_anticlockwise_about_the_centre():
-    # At pos 0.5 the centre is a pixel corner of the 64 grid: np.rot90 (anticlockwise on
-    # screen) maps the pixel centres onto themselves.
-    for shape in (2, 3):
-        upright, turned = render_sprites(shape, 1.0, [0.0, np.pi / 2], 0.5, 0.5)
-        assert (turned != np.rot90(upright)).sum() <= 2
-        assert (turned != upright).sum() > 0.2 * upright.sum()
-    # The heart's point turns from the bottom to the right, not to the left.
-    upright, turned = render_sprites(3, 1.0, [0.0, np.pi / 2], 0.5, 0.5)
-    assert (turned != np.rot90(upright, -1)).sum() > 0.2 * upright.sum()
-    cols = np.flatnonzero(turned.any(0))
-    assert turned[:, cols[-1]].sum() <= 2 and turned[:, cols[0]].sum() > 2
-
-
-def test_the_heart_is_an_upright_heart(sprites):
-    heart = render_sprites(3, 1.0, 0.0, 0.5, 0.5)[0]  # centred on a pixel corner
-    assert np.array_equal(heart, heart[:, ::-1])  # mirror symmetric
-    assert (heart != heart[::-1]).sum() > 0.2 * heart.sum()  # not symmetric upside down
-    rows = np.flatnonzero(heart.any(1))
-    top, bottom = heart[rows[0]], heart[rows[-1]]
-    # Two lobes with a notch between them on top, a point at the bottom.
-    assert top[31] == top[32] == 0 and top[:31].any() and top[33:].any()
-    assert bottom.sum() <= 2 and bottom[31] == bottom[32] == 1
-    assert heart[rows[0] + 2].sum() > 3 * bottom.sum()
-    # The grid's hearts are hearts too: mirror symmetric about the centre up to pixelisation.
-    grid_heart = sprites.images(sprites.index([[2, 5, 0, 16, 16]]))[0]
-    centre = _centroids(grid_heart[None])[0, 0]
-    assert abs(centre - 64 * (0.2 + 0.6 * 16 / 31)) < 0.5
-
-
-def test_resolution_32_renders_a_downsample_of_64(sprites):
-    small = Sprites(resolution=32)
-    assert small.resolution == 32 and len(small) == len(sprites)
-    rows = np.random.default_rng(3).integers(0, len(sprites), 1000)
-    low = small.images(rows).astype(bool)
-    assert low.shape == (1000, 32, 32)
-    high = sprites.images(rows).reshape(-1, 32, 2, 32, 2).mean((2, 4)) >= 0.5
-    inter, union = (low & high).sum((1, 2)), (low | high).sum((1, 2))
-    assert inter.sum() / union.sum() > 0.85
-    assert np.median(inter / union) > 0.85 and (inter / union).min() > 0.4
-    assert Sprites(16).images(rows[:3]).shape == (3, 16, 16)
-
-
-def test_rendering_is_fast(sprites):
-    rows = np.random.default_rng(4).integers(0, len(sprites), 1000)
-    start = time.perf_counter()
-    sprites.images(rows)
-    assert time.perf_counter() - start < 1.0  # measured: ~0.01 s (10,000 images: ~0.1 s)
-
-
-def test_sample_factors_is_uniform_in_range_and_seeded(sprites):
-    factors = sprites.sample_factors(30000, torch.Generator().manual_seed(0))
-    assert factors.shape == (30000, 5) and factors.dtype == np.int64
-    for k, size in enumerate(sprites.factor_sizes):
-        counts = np.bincount(factors[:, k], minlength=size)
-        assert len(counts) == size  # nothing out of range
-        assert scipy.stats.chisquare(counts).pvalue > 1e-4
-    # Independent factors: shape and posX jointly uniform.
-    joint = np.bincount(factors[:, 0] * 32 + factors[:, 3], minlength=96)
-    assert scipy.stats.chisquare(joint).pvalue > 1e-4
-    same = sprites.sample_factors(50, torch.Generator().manual_seed(7))
-    assert np.array_equal(same, sprites.sample_factors(50, torch.Generator().manual_seed(7)))
-    assert not np.array_equal(same, sprites.sample_factors(50, torch.Generator().manual_seed(8)))
-    assert sprites.sample_factors(0, torch.Generator()).shape == (0, 5)
-
-
-def test_observations_are_float_images_of_the_factors(sprites):
-    gen = torch.Generator().manual_seed(1)
-    factors = sprites.sample_factors(40, gen)
-    factors[:, 1] = factors[0, 1]  # a batch with the scale held fixed
-    x = sprites.observations(factors)
-    assert x.shape == (40, 1, 64, 64) and x.dtype == torch.float32
-    assert x.min().item() == 0.0 and x.max().item() == 1.0
-    rows = sprites.index(factors)
-    assert torch.equal(x[:, 0], torch.as_tensor(sprites.images(rows), dtype=torch.float32))
-    assert (sprites.latents_values[rows, 2] == sprites.latents_values[rows[0], 2]).all()
-    assert torch.equal(sprites.observations(torch.as_tensor(factors)), x)
-    assert Sprites(32).observations(factors).shape == (40, 1, 32, 32)
-
-
-def _write_npz(path, data, rows, *, metadata=True, compressed=True):
-    arrays = {
-        "imgs": data.images(rows),
-        "latents_values": data.latents_values[rows],
-        "latents_classes": data.latents_classes[rows],
-    }
-    if metadata:  # as in the official file: a pickled dict
-        arrays["metadata"] = np.array(
-            {"latents_sizes": np.array([1, 3, 6, 40, 32, 32]), "latents_names": ("color",)},
-            dtype=object,
-        )
-    (np.savez_compressed if compressed else np.savez)(path, **arrays)
-    return arrays
-
-
-def test_load_dsprites_npz_round_trips_a_subset_of_the_grid(sprites, tmp_path):
-    rows = np.random.default_rng(5).choice(len(sprites), 60, replace=False)
-    written = _write_npz(tmp_path / "subset.npz", sprites, rows)
-    loaded = load_dsprites_npz(tmp_path / "subset.npz")
-    assert isinstance(loaded, DSpritesNpz) and len(loaded) == 60 and loaded.resolution == 64
-    assert loaded.factor_sizes == (3, 6, 40, 32, 32)  # from metadata['latents_sizes']
-    assert loaded.factor_names == sprites.factor_names
-    assert np.array_equal(loaded.latents_values, written["latents_values"])
-    assert np.array_equal(loaded.latents_classes, written["latents_classes"])
-    assert np.array_equal(loaded.images(np.arange(60)), written["imgs"])
-    perm = np.random.default_rng(6).permutation(60)
-    assert np.array_equal(loaded.index(written["latents_classes"][perm]), perm)
-    assert np.array_equal(loaded.index(written["latents_classes"][perm, 1:]), perm)
-    assert np.array_equal(loaded.classes(perm), written["latents_classes"][perm])
-    factors = loaded.sample_factors(200, torch.Generator().manual_seed(0))
-    assert factors.shape == (200, 5)
-    assert np.isin(sprites.index(factors), rows).all()  # only the combinations the file holds
-    assert len(np.unique(sprites.index(factors))) > 40
-    x = loaded.observations(factors)
-    assert x.shape == (200, 1, 64, 64) and x.dtype == torch.float32
-    assert torch.equal(x, sprites.observations(factors))
-    absent = sprites.latents_classes[np.setdiff1d(np.arange(100), rows)[:1]]
-    with pytest.raises(ValueError, match="classes row 0 is a factor combination"):
-        loaded.index(absent)
-    # Without metadata, the sizes are inferred from latents_classes.
-    _write_npz(tmp_path / "bare.npz", sprites, rows, metadata=False, compressed=False)
-    bare = load_dsprites_npz(str(tmp_path / "bare.npz"))
-    assert bare.factor_sizes == tuple(int(m) + 1 for m in written["latents_classes"].max(0)[1:])
-    assert np.array_equal(bare.index(written["latents_classes"]), np.arange(60))
-
-
-def test_load_dsprites_npz_uses_the_stride_formula_on_a_full_grid(tmp_path):
-    sizes = (1, 2, 3, 2, 2, 2)  # a full grid, row-major, posY fastest
-    classes = np.stack(np.meshgrid(*map(np.arange, sizes), indexing="ij"), -1).reshape(-1, 6)
-    imgs = np.random.default_rng(0).integers(0, 2, (48, 16, 16), dtype=np.uint8)
-    np.savez(
-        tmp_path / "grid.npz", imgs=imgs, latents_values=classes * 1.0, latents_classes=classes
-    )
-    grid = load_dsprites_npz(tmp_path / "grid.npz")
-    assert len(grid) == 48 and grid.factor_sizes == (2, 3, 2, 2, 2) and grid.resolution == 16
-    assert tuple(grid.strides) == (48, 24, 8, 4, 2, 1)
-    assert np.array_equal(grid.index(classes), np.arange(48))
-    assert np.array_equal(grid.classes(np.arange(48)), classes)
-    assert np.array_equal(grid.images([47, 0]), imgs[[47, 0]])
-    factors = grid.sample_factors(5, torch.Generator().manual_seed(0))
-    assert torch.equal(
-        grid.observations(factors)[:, 0],
-        torch.as_tensor(imgs[grid.index(factors)] * 1.0, dtype=torch.float32),
-    )
-
-
-def test_load_dsprites_npz_rejects_bad_files(tmp_path):
-    np.savez(tmp_path / "no_imgs.npz", latents_values=np.zeros((2, 6)))
-    with pytest.raises(ValueError, match=r"lacks \['imgs', 'latents_classes'\]"):
-        load_dsprites_npz(tmp_path / "no_imgs.npz")
-    classes = np.zeros((2, 6), dtype=np.int64)
-    np.savez(
-        tmp_path / "twice.npz",
-        imgs=np.zeros((2, 8, 8), np.uint8),
-        latents_values=classes * 1.0,
-        latents_classes=classes,
-    )
-    with pytest.raises(ValueError, match="latents_classes must not repeat a row"):
-        load_dsprites_npz(tmp_path / "twice.npz")
-    np.savez(
-        tmp_path / "short.npz",
-        imgs=np.zeros((3, 8, 8), np.uint8),
-        latents_values=classes * 1.0,
-        latents_classes=classes,
-    )
-    with pytest.raises(ValueError, match=r"latents_classes must have shape \(3, 6\)"):
-        load_dsprites_npz(tmp_path / "short.npz")
-    with pytest.raises(TypeError, match="path must be a str"):
-        load_dsprites_npz(3)
-    with pytest.raises(TypeError, match="imgs must hold 0/1 integers"):
-        DSpritesNpz(np.zeros((2, 8, 8)), classes * 1.0, classes + np.arange(2)[:, None])
-
-
-_CLASSES = np.zeros((2, 5), dtype=np.int64)
+    torch.testing.assert_close(rebuilt, x, rtol=0, atol=1e-12)
+    for value, mean, std in ((rho, 1.0, radial_std), (tau, 0.0, tangential_std)):
+        if std == 0:
+            assert value.sub(mean).abs().max().item() < 1e-12
+            continue
+        assert abs(value.mean().item() - mean) < Z * std / math.sqrt(n)
+        assert abs(value.std().item() - std) < Z * std / math.sqrt(2 * n)
+        assert abs(scipy.stats.skew(value.numpy())) < Z * math.sqrt(6 / n)  # Gaussian noise
 
 
 @pytest.mark.parametrize(
-    ("call", "error", "match"),
+    ("kwargs", "error", "match"),
     [
-        (lambda _: Sprites(0), ValueError, "resolution must be > 0"),
-        (lambda _: Sprites(8), ValueError, "resolution must be >= 16"),
-        (lambda _: Sprites(32.0), TypeError, "resolution must be an int"),
-        (lambda _: Sprites(True), TypeError, "resolution must be an int"),
-        (lambda d: d.index(_CLASSES * 1.0), TypeError, "classes must hold integers"),
-        (lambda d: d.index(_CLASSES[:, :4]), ValueError, r"classes must have shape \(n, 6\)"),
-        (lambda d: d.index(_CLASSES[0]), ValueError, r"classes must have shape \(n, 6\)"),
-        (
-            lambda d: d.index([[3, 0, 0, 0, 0]]),
-            ValueError,
-            r"classes\[:, 0\] \(shape\) must be in 0..2",
-        ),
-        (lambda d: d.index([[0, 0, 40, 0, 0]]), ValueError, r"\(orientation\) must be in 0..39"),
-        (lambda d: d.index([[0, 0, 0, -1, 0]]), ValueError, r"classes\[:, 3\] \(posX\)"),
-        (lambda d: d.index([[1, 0, 0, 0, 0, 0]]), ValueError, r"classes\[:, 0\] \(color\)"),
-        (lambda d: d.classes([737280]), ValueError, r"indices must be in 0..737279"),
-        (lambda d: d.classes([-1]), ValueError, "indices must be in"),
-        (lambda d: d.images([[0, 1]]), ValueError, r"indices must be 1-D"),
-        (lambda d: d.images(5), ValueError, r"indices must be 1-D"),
-        (lambda d: d.images([0.5]), TypeError, "indices must hold integers"),
-        (lambda d: d.images("0"), TypeError, "indices must hold integers"),
-        (lambda d: d.sample_factors(-1, torch.Generator()), ValueError, "n must be >= 0"),
-        (lambda d: d.sample_factors(2.0, torch.Generator()), TypeError, "n must be an int"),
-        (
-            lambda d: d.sample_factors(2, np.random.default_rng(0)),
-            TypeError,
-            "generator must be a torch.Generator",
-        ),
-        (lambda d: d.sample_factors(2, None), TypeError, "generator must be a torch.Generator"),
-        (lambda d: d.observations(_CLASSES[:, :3]), ValueError, r"factors must have shape"),
-        (lambda d: d.observations([[0, 6, 0, 0, 0]]), ValueError, r"factors\[:, 1\] \(scale\)"),
-        (lambda _: render_sprites(4, 1.0, 0.0, 0.5, 0.5), ValueError, "shape must hold 1"),
-        (lambda _: render_sprites(1, 1.5, 0.0, 0.5, 0.5), ValueError, r"scale must be in \(0, 1\]"),
-        (lambda _: render_sprites(1, 0.0, 0.0, 0.5, 0.5), ValueError, "scale must be in"),
-        (
-            lambda _: render_sprites(1, 1.0, np.nan, 0.5, 0.5),
-            ValueError,
-            "orientation must be finite",
-        ),
-        (
-            lambda _: render_sprites(1, 1.0, 0.0, -0.1, 0.5),
-            ValueError,
-            r"pos_x must be in \[0, 1\]",
-        ),
-        (lambda _: render_sprites(1, 1.0, 0.0, 0.5, 1.1), ValueError, "pos_y must be in"),
-        (lambda _: render_sprites("heart", 1.0, 0.0, 0.5, 0.5), TypeError, "shape must hold real"),
-        (
-            lambda _: render_sprites(1, [1.0, 0.5], 0.0, [0.1, 0.2, 0.3], 0.5),
-            ValueError,
-            "must broadcast",
-        ),
-        (
-            lambda _: render_sprites(1, 1.0, 0.0, 0.5, 0.5, resolution=15),
-            ValueError,
-            "resolution must be >= 16",
-        ),
+        ({"n": 0}, ValueError, "n must be > 0"),
+        ({"n": 10.0}, TypeError, "n must be an int"),
+        ({"arms": 0}, ValueError, "arms must be > 0"),
+        ({"radial_std": -0.1}, ValueError, "radial_std must be >= 0"),
+        ({"tangential_std": float("nan")}, ValueError, "tangential_std must be finite"),
+        ({"rate": -1.0}, ValueError, "rate must be >= 0"),
+        ({"scale": 0.0}, ValueError, "scale must be > 0"),
+        ({"scale": "big"}, TypeError, "scale must be a number"),
+        ({"seed": -1}, ValueError, "seed must be >= 0"),
     ],
 )
-def test_bad_sprites_input_raises_naming_the_argument(sprites, call, error, match):
+def test_pinwheel_bad_input(kwargs, error, match):
     with pytest.raises(error, match=match):
-        call(sprites)
+        pinwheel(**kwargs)
+
+
+# linear_mixture and digit_mixture ------------------------------------------------------------
+
+MIXING = torch.tensor(
+    [[1.0, 0.5, 0.0], [-2.0, 0.3, 1.0], [0.0, 0.0, 3.0], [0.7, -1.2, 0.4], [0.1, 0.2, -0.5]],
+    dtype=torch.float64,
+)
+
+
+def test_linear_mixture_noise_is_standard_normal_and_independent_of_the_sources():
+    n = 20000
+    x, s = linear_mixture(MIXING, n, seed=5)
+    assert x.shape == (n, 5) and s.shape == (n, 3)
+    assert x.dtype == torch.float64 and s.dtype == torch.float64
+    eta = x - s @ MIXING.T
+    eye = torch.eye(5, dtype=torch.float64)
+    # Means of unit-variance values: SE 1 / sqrt(n). Covariance entries: _cov_se(I, n).
+    assert eta.mean(0).abs().max().item() < Z / math.sqrt(n)
+    assert bool(((_cov(eta) - eye).abs() < Z * _cov_se(eye, n)).all())
+    assert bool(((_cov(s) - eye[:3, :3]).abs() < Z * _cov_se(eye[:3, :3], n)).all())
+    # Cross-covariance of independent unit-variance values: SE 1 / sqrt(n).
+    assert (s.T @ eta / n).abs().max().item() < Z / math.sqrt(n)
+
+
+def test_linear_mixture_covariance_is_a_at_plus_identity():
+    n = 20000
+    x, _ = linear_mixture(MIXING.tolist(), n, seed=6)  # a nested list is accepted too
+    sigma = MIXING @ MIXING.T + torch.eye(5, dtype=torch.float64)
+    assert bool(((_cov(x) - sigma).abs() < Z * _cov_se(sigma, n)).all())
+    assert x.mean(0).abs().max().item() < Z * torch.diagonal(sigma).sqrt().max().item() / math.sqrt(
+        n
+    )
+
+
+def test_linear_mixture_is_fixed_by_the_seed():
+    a, b, c = (linear_mixture(MIXING, 50, seed=k) for k in (1, 1, 2))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.allclose(a[0], c[0]) and not torch.allclose(a[1], c[1])
+
+
+@pytest.mark.parametrize(
+    ("A", "n", "error", "match"),
+    [
+        (torch.ones(3), 10, ValueError, r"A must be an \(N, k\) matrix"),
+        (torch.ones(2, 2, 2), 10, ValueError, r"A must be an \(N, k\) matrix"),
+        (torch.tensor([[1.0, float("nan")]]), 10, ValueError, "A must be finite"),
+        (torch.tensor([[1.0], [float("inf")]]), 10, ValueError, "A must be finite"),
+        ("A", 10, TypeError, "A must be a tensor"),
+        (torch.ones(2, 2), 0, ValueError, "n must be > 0"),
+        (torch.ones(2, 2), 5.0, TypeError, "n must be an int"),
+    ],
+)
+def test_linear_mixture_bad_input(A, n, error, match):
+    with pytest.raises(error, match=match):
+        linear_mixture(A, n)
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_digit_mixture_columns_are_the_first_image_of_each_digit(k):
+    x, s, A = digit_mixture(k, 40, seed=7)
+    bunch = load_digits()
+    first = [bunch.images[np.flatnonzero(bunch.target == d)[0]].ravel() / 16 for d in range(k)]
+    expected = torch.as_tensor(np.stack(first, 1), dtype=torch.float64)
+    assert A.shape == (64, k) and A.dtype == torch.float64
+    torch.testing.assert_close(A, expected, rtol=0, atol=0)
+    assert x.shape == (40, 64) and s.shape == (40, k)
+    x_ref, s_ref = linear_mixture(expected, 40, seed=7)
+    assert torch.equal(x, x_ref) and torch.equal(s, s_ref)
+
+
+@pytest.mark.parametrize(
+    ("k", "error", "match"),
+    [
+        (11, ValueError, "k must be at most 10"),
+        (0, ValueError, "k must be > 0"),
+        (-2, ValueError, "k must be > 0"),
+        (2.0, TypeError, "k must be an int"),
+    ],
+)
+def test_digit_mixture_bad_k(k, error, match):
+    with pytest.raises(error, match=match):
+        digit_mixture(k, 10)
+
+
+# digit_on_canvas -----------------------------------------------------------------------------
+
+PAPER_CANVAS_MIXING = torch.tensor([[2.73, 0.73], [0.73, 2.73]], dtype=torch.float64)
+
+
+def _first_digit(digit):
+    bunch = load_digits()
+    image = bunch.images[np.flatnonzero(bunch.target == digit)[0]] / 16
+    return torch.as_tensor(image, dtype=torch.float32)
+
+
+@pytest.mark.parametrize(("canvas", "ppu", "digit"), [(32, 2.0, 3), (20, 0.5, 0), (8, 1.0, 9)])
+def test_digit_on_canvas_pastes_the_whole_digit_at_the_rounded_clipped_position(canvas, ppu, digit):
+    n = 400
+    images, positions, s = digit_on_canvas(n, canvas, ppu, digit, seed=8)
+    assert images.shape == (n, canvas, canvas) and images.dtype == torch.float32
+    assert positions.shape == (n, 2) and s.shape == (n, 2) and positions.dtype == torch.float64
+    assert images.min().item() >= 0.0 and images.max().item() <= 1.0
+    sprite = _first_digit(digit)
+    # Documented placement: top-left corner round(canvas / 2 + ppu p - 4), clipped to the canvas;
+    # column from p_x, row from p_y.
+    raw = np.rint(canvas / 2 + ppu * positions.numpy() - 4).astype(np.int64)
+    corner = np.clip(raw, 0, canvas - 8)
+    if canvas == 32:  # the defaults clip some positions (beyond ~2 sd) but not most
+        clipped = (raw != corner).any(1)
+        assert 0 < clipped.sum() < n // 4
+    # Find the placement from the image alone: the cross-correlation with the sprite is at most
+    # |sprite|^2, with equality only where the window equals the sprite (Cauchy-Schwarz).
+    corr = F.conv2d(images[:, None].double(), sprite[None, None].double())[:, 0]
+    flat = corr.flatten(1).argmax(1)
+    width = canvas - 7
+    torch.testing.assert_close(
+        corr.flatten(1).max(1).values,
+        torch.full((n,), sprite.double().square().sum().item(), dtype=torch.float64),
+    )
+    assert np.array_equal((flat // width).numpy(), corner[:, 1])  # rows follow p_y
+    assert np.array_equal((flat % width).numpy(), corner[:, 0])  # columns follow p_x
+    for i in range(n):
+        col, row = corner[i]
+        assert torch.equal(images[i, row : row + 8, col : col + 8], sprite)
+        rest = images[i].clone()
+        rest[row : row + 8, col : col + 8] = 0
+        assert not rest.any()  # nothing but the sprite
+
+
+def test_digit_on_canvas_positions_are_the_papers_linear_mixture():
+    n = 20000  # canvas 8 keeps the images small; positions do not depend on the canvas
+    _, positions, s = digit_on_canvas(n, canvas=8, seed=9)
+    sigma = PAPER_CANVAS_MIXING @ PAPER_CANVAS_MIXING.T + torch.eye(2, dtype=torch.float64)
+    assert bool(((_cov(positions) - sigma).abs() < Z * _cov_se(sigma, n)).all())
+    eye = torch.eye(2, dtype=torch.float64)
+    eta = positions - s @ PAPER_CANVAS_MIXING.T
+    assert bool(((_cov(eta) - eye).abs() < Z * _cov_se(eye, n)).all())
+    assert bool(((_cov(s) - eye).abs() < Z * _cov_se(eye, n)).all())
+    assert eta.mean(0).abs().max().item() < Z / math.sqrt(n)
+    a, b = digit_on_canvas(5, seed=1), digit_on_canvas(5, seed=1)
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    assert not torch.equal(a[1], digit_on_canvas(5, seed=2)[1])
+
+
+def test_digit_on_canvas_centroid_moves_with_the_position():
+    # The intensity centroid is the sprite's centroid plus the corner, i.e. about ppu * p up to
+    # rounding and clipping, so it correlates strongly (> 0.9) with the coordinate it follows;
+    # with swapped axes the correlation would be that of p_x with p_y, about 0.44.
+    images, positions, _ = digit_on_canvas(2000, seed=10)
+    grid = torch.arange(32, dtype=torch.float64)
+    mass = images.double().sum((1, 2))
+    centroid_col = (images.double().sum(1) * grid).sum(1) / mass
+    centroid_row = (images.double().sum(2) * grid).sum(1) / mass
+    corr = np.corrcoef(np.stack([centroid_col, centroid_row, positions[:, 0], positions[:, 1]]))
+    assert corr[0, 2] > 0.9 and corr[1, 3] > 0.9
+    assert corr[0, 3] < 0.6 and corr[1, 2] < 0.6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"canvas": 7}, ValueError, "canvas must be at least 8"),
+        ({"canvas": 0}, ValueError, "canvas must be > 0"),
+        ({"digit": 10}, ValueError, "digit must be 0..9"),
+        ({"digit": -1}, ValueError, "digit must be >= 0"),
+        ({"pixels_per_unit": -1.0}, ValueError, "pixels_per_unit must be > 0"),
+        ({"pixels_per_unit": 0.0}, ValueError, "pixels_per_unit must be > 0"),
+        ({"n": 0}, ValueError, "n must be > 0"),
+    ],
+)
+def test_digit_on_canvas_bad_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        digit_on_canvas(**{"n": 4, **kwargs})
+
+
+# manifold ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("r", "d"), [(1, 3), (2, 5), (3, 4), (1, 2)])
+def test_manifold_is_an_isometric_copy_of_the_documented_embedding(r, d):
+    # Sound check of "x lies on an r-dimensional smooth manifold": x = Q h(u) with the
+    # documented h and an orthonormal Q. (1) x is an exact linear function of h(u): least
+    # squares fits it with residual ~0 and the fitted map has orthonormal rows (W W^T = I);
+    # (2) x spans r + m > r dimensions, so the manifold is curved, not a flat subspace; (3) the
+    # map u -> x is bi-Lipschitz, |u - v| <= |x - y| <= sqrt(1 + pi^2 / 4) |u - v|, hence
+    # injective with an r-dimensional image. A wrong h, a non-orthonormal Q or a lost
+    # coordinate fails one of these.
+    n = 300
+    x, u = manifold(r, d, n, seed=11)
+    assert x.shape == (n, d) and u.shape == (n, r) and x.dtype == u.dtype == torch.float64
+    m = min(r, d - r)
+    h = torch.cat([u, 0.5 * torch.sin(math.pi * u[:, :m])], 1)
+    W = torch.linalg.lstsq(h, x).solution  # (r + m, d)
+    torch.testing.assert_close(h @ W, x, rtol=0, atol=1e-10)
+    torch.testing.assert_close(W @ W.T, torch.eye(r + m, dtype=torch.float64), rtol=0, atol=1e-10)
+    sv = torch.linalg.svdvals(x - x.mean(0))
+    assert sv[r + m - 1] > 1e-2 * sv[0] and bool((sv[r + m :] < 1e-10 * sv[0]).all())
+    dx = (x[:, None] - x[None]).norm(dim=-1)  # exact differences (cdist's matmul path is not)
+    du = (u[:, None] - u[None]).norm(dim=-1)
+    assert bool((dx >= du - 1e-12).all())
+    assert bool((dx <= math.sqrt(1 + math.pi**2 / 4) * du + 1e-12).all())
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_manifold_with_r_equal_d_is_an_orthonormal_map_of_u(d):
+    x, u = manifold(d, d, 200, seed=12)
+    assert x.shape == (200, d)
+    torch.testing.assert_close(x @ x.T, u @ u.T, rtol=0, atol=1e-10)  # x = Q u, Q orthogonal
+    torch.testing.assert_close(x.norm(dim=1), u.norm(dim=1), rtol=0, atol=1e-12)
+    assert int(torch.linalg.matrix_rank(x)) == d
+
+
+@pytest.mark.parametrize("mode_std", [0.3, 0.15])
+def test_manifold_coordinates_are_a_bimodal_mixture(mode_std):
+    # u_j ~ 1/2 N(-1, s^2) + 1/2 N(1, s^2): the fraction above 0 is 1/2 up to P(sign flip);
+    # E|u| = E|1 + s Z| = s sqrt(2/pi) exp(-1/(2 s^2)) + 1 - 2 Phi(-1/s); the KS test compares
+    # the whole CDF, and the sign of one coordinate is independent of the other's.
+    n, r = 20000, 2
+    _, u = manifold(r, 4, n, mode_std=mode_std, seed=13)
+    values = u.flatten().numpy()
+    count = values.size
+    assert abs((values > 0).mean() - 0.5) < Z * 0.5 / math.sqrt(count)
+    phi = scipy.stats.norm.cdf
+    mean_abs = (
+        mode_std * math.sqrt(2 / math.pi) * math.exp(-0.5 / mode_std**2)
+        + 1
+        - 2 * phi(-1 / mode_std)
+    )
+    assert abs(np.abs(values).mean() - mean_abs) < Z * np.abs(values).std() / math.sqrt(count)
+
+    # Spread within a mode: E(|u| - 1)^2 = E(|1 + s Z| - 1)^2
+    # = s^2 + 4 Phi(-1/s) - 4 s phi(1/s) (the sign flips below -1/s), SE std / sqrt(count).
+    spread = (np.abs(values) - 1) ** 2
+    expected = (
+        mode_std**2 + 4 * phi(-1 / mode_std) - 4 * mode_std * scipy.stats.norm.pdf(1 / mode_std)
+    )
+    assert abs(spread.mean() - expected) < Z * spread.std() / math.sqrt(count)
+
+    def cdf(t):
+        return 0.5 * phi((t + 1) / mode_std) + 0.5 * phi((t - 1) / mode_std)
+
+    assert scipy.stats.kstest(values, cdf).pvalue > 1e-3
+    # A Gaussian of the same variance 1 + s^2 would put ~1/4 of its mass in |u| < 0.3; the
+    # mixture puts almost none there.
+    assert (np.abs(values) < 0.3).mean() < 0.02
+    signs = np.sign(u.numpy())
+    assert abs((signs[:, 0] * signs[:, 1]).mean()) < Z / math.sqrt(n)
+
+
+def test_manifold_is_fixed_by_the_seed_and_rejects_bad_input():
+    a, b, c = manifold(2, 3, 20, seed=1), manifold(2, 3, 20, seed=1), manifold(2, 3, 20, seed=2)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.allclose(a[1], c[1])
+    for args, kwargs, error, match in [
+        ((3, 2, 10), {}, ValueError, "r must be at most d = 2"),
+        ((0, 2, 10), {}, ValueError, "r must be > 0"),
+        ((1, 0, 10), {}, ValueError, "d must be > 0"),
+        ((1, 2, 0), {}, ValueError, "n must be > 0"),
+        ((1, 2, 10), {"mode_std": 0.0}, ValueError, "mode_std must be > 0"),
+        ((1, 2, 10), {"seed": -3}, ValueError, "seed must be >= 0"),
+    ]:
+        with pytest.raises(error, match=match):
+            manifold(*args, **kwargs)
+
+
+# lines_and_circles ---------------------------------------------------------------------------
+
+# The book's fixed segments (the paper shows but does not give them; data.py documents them as
+# a horizontal, a vertical and a diagonal segment of [-0.4, 0.4]^2): start and end points.
+SEGMENTS = torch.tensor(
+    [[[-0.4, 0.3], [0.4, 0.3]], [[0.3, -0.4], [0.3, 0.4]], [[-0.4, -0.4], [0.1, 0.1]]],
+    dtype=torch.float64,
+)
+RADII = torch.tensor([0.1, 0.15, 0.2], dtype=torch.float64)
+
+
+def _segment_coordinates(x, labels):
+    """Position t along each point's segment (unclamped) and the distance to the segment."""
+    start, end = SEGMENTS[labels, 0], SEGMENTS[labels, 1]
+    direction = end - start
+    t = ((x - start) * direction).sum(1) / direction.square().sum(1)
+    nearest = start + t.clamp(0, 1)[:, None] * direction
+    return t, (x - nearest).norm(dim=1)
+
+
+def _fit_circles(x, labels):
+    """Algebraic circle fit per label: |p|^2 = 2 c.p + (r^2 - |c|^2), exact for exact circles."""
+    centres, radii = [], []
+    for c in range(3):
+        p = x[labels == c]
+        design = torch.cat([2 * p, torch.ones(len(p), 1, dtype=p.dtype)], 1)
+        a, b, k = torch.linalg.lstsq(design, p.square().sum(1, keepdim=True)).solution[:, 0]
+        centres.append(torch.stack([a, b]))
+        radii.append(torch.sqrt(k + a**2 + b**2))
+    return torch.stack(centres), torch.stack(radii)
+
+
+def test_noiseless_lines_lie_on_their_segments_uniformly():
+    n = 3000
+    x, labels = lines_and_circles("lines", n, noise=0.0, seed=14)
+    assert x.shape == (n, 2) and x.dtype == torch.float64
+    _assert_balanced(labels, n, 3)
+    assert x.abs().max().item() <= 0.4 + 1e-12  # inside the square [-0.4, 0.4]^2
+    t, dist = _segment_coordinates(x, labels)
+    assert dist.max().item() < 1e-12
+    for c in range(3):  # uniform along each segment, filling it
+        assert scipy.stats.kstest(t[labels == c].numpy(), "uniform").pvalue > 1e-3
+    # horizontal, vertical and diagonal (slope 1), as documented
+    assert torch.equal(x[labels == 0, 1], torch.full_like(x[labels == 0, 1], 0.3))
+    assert torch.equal(x[labels == 1, 0], torch.full_like(x[labels == 1, 0], 0.3))
+    torch.testing.assert_close(x[labels == 2, 0], x[labels == 2, 1], rtol=0, atol=1e-15)
+
+
+def test_noiseless_circles_lie_on_circles_of_the_documented_radii_uniformly():
+    n = 3000
+    x, labels = lines_and_circles("circles", n, noise=0.0, seed=15)
+    _assert_balanced(labels, n, 3)
+    centres, radii = _fit_circles(x, labels)
+    torch.testing.assert_close(radii, RADII, rtol=0, atol=1e-12)
+    offset = x - centres[labels]
+    torch.testing.assert_close(offset.norm(dim=1), RADII[labels], rtol=0, atol=1e-12)
+    for c in range(3):  # uniform angle around each circle
+        angle = torch.atan2(offset[labels == c, 1], offset[labels == c, 0])
+        fraction = (angle.numpy() + math.pi) / (2 * math.pi)
+        assert scipy.stats.kstest(fraction, "uniform").pvalue > 1e-3
+    # Another draw lies on the same circles (the geometry is fixed, not drawn from the seed).
+    other = _fit_circles(*lines_and_circles("circles", 300, noise=0.0, seed=16))
+    torch.testing.assert_close(other[0], centres, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("noise", [0.01, 0.03])
+def test_lines_and_circles_residuals_have_the_noise_std(noise):
+    # The residual across a line (signed distance to the segment's line) is one coordinate of the
+    # isotropic noise: N(0, noise^2). The residual to a circle, |p - c| - r, is the radial noise
+    # plus a curvature term: mean ~ noise^2 / (2 r), extra variance ~ noise^4 / (2 r^2) (< 2 %
+    # of noise^2 here). Mean SE noise / sqrt(n), std SE noise / sqrt(2 n).
+    n = 6000
+    x, labels = lines_and_circles("lines", n, noise=noise, seed=17)
+    start, end = SEGMENTS[labels, 0], SEGMENTS[labels, 1]
+    normal = (end - start).flip(1) * torch.tensor([1.0, -1.0], dtype=torch.float64)
+    across = ((x - start) * normal).sum(1) / normal.norm(dim=1)
+    assert abs(across.mean().item()) < Z * noise / math.sqrt(n)
+    assert abs(across.std().item() - noise) < Z * noise / math.sqrt(2 * n)
+
+    x, labels = lines_and_circles("circles", n, noise=noise, seed=18)
+    centres, _ = _fit_circles(*lines_and_circles("circles", 300, noise=0.0))
+    radial = (x - centres[labels]).norm(dim=1) - RADII[labels]
+    bias = (noise**2 / (2 * RADII[labels])).mean().item()
+    assert abs(radial.mean().item() - bias) < Z * noise / math.sqrt(n)
+    extra = (noise**4 / (2 * RADII**2)).max().item()
+    assert abs(radial.var().item() - noise**2) < Z * noise**2 * math.sqrt(2 / n) + extra
+
+
+def test_lines_and_circles_is_fixed_by_the_seed_and_rejects_bad_input():
+    for kind in ("lines", "circles"):
+        a, b = lines_and_circles(kind, seed=1), lines_and_circles(kind, seed=1)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert not torch.allclose(a[0], lines_and_circles(kind, seed=2)[0])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        lines_and_circles("spirals")
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        lines_and_circles("lines", noise=-0.1)
+    with pytest.raises(ValueError, match="n must be > 0"):
+        lines_and_circles("circles", n=0)
+
+
+# load_mnist_idx ------------------------------------------------------------------------------
+
+
+def _idx_bytes(array, code):
+    """An IDX file written from its specification: 0, 0, type code, ndim, big-endian dims, data."""
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    return header + array.tobytes()
+
+
+def _idx_cases():
+    rng = np.random.default_rng(19)
+    images = rng.integers(0, 256, size=(5, 3, 4), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=5, dtype=np.uint8)
+    signed = rng.integers(-(2**31), 2**31, size=(2, 3), dtype=np.int64).astype(np.int32)
+    return [
+        ("images", images, _idx_bytes(images, 0x08)),
+        ("labels", labels, _idx_bytes(labels, 0x08)),
+        ("int32", signed, _idx_bytes(signed.astype(">i4"), 0x0C)),
+    ]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_load_mnist_idx_round_trips(tmp_path, compress):
+    for name, array, raw in _idx_cases():
+        path = tmp_path / f"{name}-idx"
+        path.write_bytes(gzip.compress(raw) if compress else raw)
+        for arg in (path, str(path)):
+            loaded = load_mnist_idx(arg)
+            assert loaded.shape == array.shape and loaded.dtype == array.dtype
+            assert loaded.dtype.isnative
+            assert np.array_equal(loaded, array)
+
+
+def test_load_mnist_idx_bad_files_raise_naming_the_path(tmp_path):
+    images = np.arange(60, dtype=np.uint8).reshape(5, 3, 4)
+    good = _idx_bytes(images, 0x08)
+    cases = {
+        "bad-magic": b"\x01" + good[1:],
+        "bad-type": good[:2] + b"\x07" + good[3:],
+        "empty": b"",
+        "truncated-header": good[:9],  # 3 dimensions need 16 header bytes
+        "short-data": good[:-1],
+        "long-data": good + b"\x00",
+        "gzipped-short-data": gzip.compress(good[:-3]),
+        "corrupt-gzip": gzip.compress(good)[:-8],  # gzip trailer cut off
+    }
+    for name, raw in cases.items():
+        path = tmp_path / name
+        path.write_bytes(raw)
+        with pytest.raises(ValueError, match=f"path {path}"):
+            load_mnist_idx(path)
+    with pytest.raises(TypeError, match=r"path must be a str or os\.PathLike"):
+        load_mnist_idx(123)
+    with pytest.raises(FileNotFoundError):
+        load_mnist_idx(tmp_path / "missing")

@@ -132,7 +132,8 @@ def pinwheel(
     noise = torch.randn(n, 2, generator=gen, dtype=torch.float64)
     radial = 1.0 + radial_std * noise[:, 0]
     tangential = tangential_std * noise[:, 1]
-    angle = 2 * math.pi * labels / arms + rate * torch.exp(radial)
+    # float64 before dividing: ``labels / arms`` alone would be float32 (the default dtype)
+    angle = 2 * math.pi * labels.to(torch.float64) / arms + rate * torch.exp(radial)
     cos, sin = torch.cos(angle), torch.sin(angle)
     x = torch.stack([radial * cos - tangential * sin, radial * sin + tangential * cos], dim=1)
     return scale * x, labels
@@ -258,8 +259,10 @@ def lines_and_circles(
 
     The paper shows the data but does not give their parameters; this book fixes them:
     ``kind="lines"`` draws points uniformly along three segments of the square
-    ``[-0.4, 0.4]^2`` (a horizontal, a vertical and a diagonal one); ``kind="circles"``
-    draws points uniformly on three circles of radii 0.1, 0.15 and 0.2. Each point gets
+    ``[-0.4, 0.4]^2``: from (-0.4, 0.3) to (0.4, 0.3), from (0.3, -0.4) to (0.3, 0.4) and
+    from (-0.4, -0.4) to (0.1, 0.1); ``kind="circles"`` draws points uniformly on three
+    circles, of radius 0.1 about (-0.2, -0.2), 0.15 about (0.2, -0.15) and 0.2 about (0, 0.2).
+    Each point gets
     isotropic Gaussian noise of standard deviation ``noise``; components have equal weight.
 
     Returns
@@ -308,7 +311,10 @@ def load_mnist_idx(path) -> np.ndarray:
     with open(path, "rb") as handle:
         raw = handle.read()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise ValueError(f"path {path} is a corrupt gzip file: {err}") from err
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"path {path} is not an IDX file (bad magic number)")
     ndim = raw[3]
