@@ -1,11 +1,14 @@
 """vaebook: the numerical kernels of the executable textbook on the theory of VAEs.
 
-Modules (one idea each): :mod:`~vaebook.gaussian` (densities, KL, sampling),
-:mod:`~vaebook.objectives` (the β-VAE objective), :mod:`~vaebook.linear_gaussian`
-(the exactly solvable linear-Gaussian latent-variable model), :mod:`~vaebook.nets`
-(encoders, decoders, the VAE module), :mod:`~vaebook.train` (the training loop),
-:mod:`~vaebook.data` (offline datasets), :mod:`~vaebook.plotting` (recurring figures)
-and :mod:`~vaebook.checks` (input validation).
+Modules (one idea each):
+
+- ``gaussian``: densities, entropies, KL divergences, reparameterised sampling;
+- ``objectives``: the β-VAE objective and its terms;
+- ``linear_gaussian``: the exactly solvable linear-Gaussian latent-variable model;
+- ``linear_beta_vae``: Sikka et al.'s tractable linear β-VAE, solved in closed form;
+- ``nets``: encoders, decoders and the VAE module; ``train``: the training loop;
+- ``data`` and ``sprites``: the datasets, all offline; ``plotting``: recurring figures;
+- ``notebook``: glue between the chapters and the book; ``checks``: input validation.
 """
 
 __version__ = "0.1.0"
