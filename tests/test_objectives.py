@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
@@ -107,6 +108,41 @@ def test_elbo_terms_mean_and_as_dict_average_over_examples():
     assert mean.reconstruction.item() == -2.0 and mean.kl.item() == 1.0
     assert terms.as_dict() == {"reconstruction": -2.0, "kl": 1.0, "elbo": -3.0, "objective": -4.0}
     assert all(type(v) is float for v in terms.as_dict().values())
+
+
+def test_elbo_terms_of_an_ensemble_average_each_member_over_its_examples():
+    """Ensemble terms (M, n) with one β per member (M, 1): mean() gives one value per member."""
+    rec = torch.tensor([[-1.0, -3.0], [-5.0, -7.0], [0.0, 2.0]], dtype=F64)
+    kl = torch.tensor([[0.5, 1.5], [1.0, 3.0], [2.0, 2.0]], dtype=F64)
+    beta = torch.tensor([[1.0], [2.0], [4.0]], dtype=F64)
+    terms = ELBOTerms(rec, kl, beta)
+    torch.testing.assert_close(terms.objective, rec - beta * kl, rtol=0, atol=0)
+    mean = terms.mean()
+    assert mean.averaged and not terms.averaged
+    assert mean.reconstruction.shape == mean.kl.shape == mean.beta.shape == (3,)
+    torch.testing.assert_close(mean.objective, terms.objective.mean(-1), rtol=1e-15, atol=0)
+    assert mean.mean() is mean  # already averaged: averaging again changes nothing
+    values = terms.as_dict()
+    assert values.keys() == {"reconstruction", "kl", "elbo", "objective"}
+    for value in values.values():
+        assert isinstance(value, np.ndarray) and value.shape == (3,) and value.dtype == np.float64
+    np.testing.assert_array_equal(values["kl"], [1.0, 2.0, 2.0])
+    np.testing.assert_array_equal(values["objective"], [-3.0, -10.0, -7.0])
+    assert terms.mean().as_dict().keys() == values.keys()
+    np.testing.assert_array_equal(terms.mean().as_dict()["objective"], values["objective"])
+
+
+def test_elbo_terms_mean_of_averaged_single_model_terms_is_unchanged():
+    terms = ELBOTerms(torch.tensor([-1.0, -3.0]), torch.tensor([0.5, 1.5]), beta=2.0).mean()
+    assert terms.mean() is terms
+    assert terms.as_dict()["objective"] == -4.0
+
+
+@pytest.mark.parametrize("beta_shape", [(3, 2), (3,), (1, 3, 1)])
+def test_elbo_terms_mean_rejects_a_beta_that_varies_over_the_examples(beta_shape):
+    terms = ELBOTerms(torch.zeros(3, 2), torch.zeros(3, 2), torch.ones(beta_shape))
+    with pytest.raises(ValueError, match="beta must be a number or a tensor with size 1"):
+        terms.mean()
 
 
 def test_elbo_terms_are_immutable():

@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -44,6 +45,26 @@ class Probe(nn.Module):
         if self.nan_at is not None and self.calls > self.nan_at:
             rec = rec * math.nan
         return ELBOTerms(rec, torch.zeros_like(rec))
+
+
+class EnsembleProbe(nn.Module):
+    """M probes in one model: member m's reconstruction is ``(m + 1) * sum(x) - (w_m - m)^2``.
+
+    Its terms are ``(M, n)`` like an ensemble's; under the summed loss each ``w_m`` is pulled
+    towards its own target ``m`` only.
+    """
+
+    def __init__(self, members=3):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(members, dtype=torch.float64))
+
+    def terms(self, x, generator):
+        members = self.weight.shape[0]
+        scale = torch.arange(1.0, members + 1, dtype=torch.float64).unsqueeze(-1)
+        target = torch.arange(float(members), dtype=torch.float64)
+        penalty = ((self.weight - target) ** 2).unsqueeze(-1)
+        rec = scale * x.flatten(1).sum(1) - penalty
+        return ELBOTerms(rec, torch.ones_like(rec), beta=scale / 10)
 
 
 def test_history_appends_indexes_and_reports_the_last_epoch():
@@ -172,3 +193,23 @@ def test_fit_bad_input_raises_naming_the_argument(model, data, kwargs, error, ma
     kwargs = {"epochs": 1, "progress": False, **kwargs}
     with pytest.raises(error, match=match):
         fit(model, data, **kwargs)
+
+
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_fit_trains_an_ensemble_with_one_history_entry_per_member(batch_size):
+    data = torch.arange(10.0).reshape(10, 1)
+    probe = EnsembleProbe(members=3)
+    history = fit(probe, data, epochs=200, batch_size=batch_size, lr=0.05, progress=False)
+    assert len(history) == 200
+    for values in history.terms.values():
+        assert all(isinstance(v, np.ndarray) and v.shape == (3,) for v in values)
+    # Epoch 0 averages over every example once, per member (before any step w = 0).
+    first = history["reconstruction"][0] if batch_size is None else None
+    if first is not None:
+        np.testing.assert_allclose(first, [4.5 - 0.0, 9.0 - 1.0, 13.5 - 4.0])
+    np.testing.assert_allclose(history["kl"][-1], [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(history["objective"][-1], history["elbo"][-1] + 1 - [0.1, 0.2, 0.3])
+    # Each member's weight went to its own target: the summed loss keeps members apart.
+    torch.testing.assert_close(
+        probe.weight.detach(), torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), atol=1e-3, rtol=0
+    )

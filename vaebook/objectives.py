@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .checks import as_tensor, check_choice, check_positive
@@ -35,16 +36,23 @@ LIKELIHOODS = ("gaussian", "bernoulli")
 
 @dataclass(frozen=True)
 class ELBOTerms:
-    """The terms of the β-VAE objective, per example (shape ``(n,)``) or averaged (scalars).
+    """The terms of the β-VAE objective, per example or averaged over the examples.
 
     The fields are ``reconstruction``, the Monte Carlo estimate of ``E_q[log p(x|z)]`` in
-    nats; ``kl``, the exact ``KL(q(z|x) || p(z))`` in nats; and ``beta``, the weight of the
-    KL term in :attr:`objective`.
+    nats; ``kl``, the exact ``KL(q(z|x) || p(z))`` in nats; ``beta``, the weight of the
+    KL term in :attr:`objective`; and ``averaged``, set by :meth:`mean`.
+
+    Shapes. For one model the per-example terms have shape ``(n,)`` and ``beta`` is a float.
+    For an ensemble of ``M`` models trained together (``vaebook.ensemble.EnsembleVAE``)
+    they have shape ``(M, n)`` and ``beta`` is a tensor ``(M, 1)``, one β per member,
+    broadcasting over the examples. In general the last axis is the example axis and a tensor
+    ``beta`` has size 1 along it; :meth:`mean` removes that axis.
     """
 
     reconstruction: torch.Tensor
     kl: torch.Tensor
-    beta: float = 1.0
+    beta: float | torch.Tensor = 1.0
+    averaged: bool = False
 
     @property
     def elbo(self) -> torch.Tensor:
@@ -57,18 +65,47 @@ class ELBOTerms:
         return self.reconstruction - self.beta * self.kl
 
     def mean(self) -> ELBOTerms:
-        """The same terms averaged over the examples (scalar tensors)."""
-        return ELBOTerms(self.reconstruction.mean(), self.kl.mean(), self.beta)
+        """The same terms averaged over the examples (the last axis).
 
-    def as_dict(self) -> dict[str, float]:
-        """Averaged terms as plain floats: reconstruction, kl, elbo, objective."""
+        Per-example ``(n,)`` terms give scalar tensors, ensemble terms ``(M, n)`` give ``(M,)``
+        (one value per member) and a tensor ``beta`` ``(M, 1)`` becomes ``(M,)``. Terms that
+        are already averaged are returned unchanged, so ``terms.mean().mean()`` is
+        ``terms.mean()``.
+        """
+        if self.averaged:
+            return self
+        beta = self.beta
+        if isinstance(beta, torch.Tensor) and beta.dim() > 0:
+            if beta.dim() != self.reconstruction.dim() or beta.shape[-1] != 1:
+                raise ValueError(
+                    "beta must be a number or a tensor with size 1 along the example (last) "
+                    f"axis of reconstruction {tuple(self.reconstruction.shape)}, "
+                    f"got shape {tuple(beta.shape)}"
+                )
+            beta = beta.squeeze(-1)
+        return ELBOTerms(self.reconstruction.mean(-1), self.kl.mean(-1), beta, averaged=True)
+
+    def as_dict(self) -> dict[str, float | np.ndarray]:
+        """Averaged terms as plain numbers: reconstruction, kl, elbo, objective.
+
+        Floats for one model; for an ensemble, float64 numpy arrays ``(M,)`` holding one value
+        per member.
+        """
         m = self.mean()
-        return {
-            "reconstruction": m.reconstruction.item(),
-            "kl": m.kl.item(),
-            "elbo": m.elbo.item(),
-            "objective": m.objective.item(),
+        values = {
+            "reconstruction": m.reconstruction,
+            "kl": m.kl,
+            "elbo": m.elbo,
+            "objective": m.objective,
         }
+        return {key: _plain(value) for key, value in values.items()}
+
+
+def _plain(value: torch.Tensor) -> float | np.ndarray:
+    value = value.detach()
+    if value.dim() == 0:
+        return value.item()
+    return value.to(device="cpu", dtype=torch.float64).numpy()
 
 
 def gaussian_log_likelihood(x, mean, log_gamma=0.0) -> torch.Tensor:
