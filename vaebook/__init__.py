@@ -8,7 +8,8 @@ Modules (one idea each):
 - ``linear_beta_vae``: Sikka et al.'s tractable linear β-VAE, solved in closed form;
 - ``nets``: encoders, decoders and the VAE module; ``train``: the training loop;
 - ``ensemble``: many small VAEs trained at once with stacked weights;
-- ``data`` and ``sprites``: the datasets, all offline; ``plotting``: recurring figures;
+- ``data`` and ``sprites``: the datasets, all offline; ``metrics``: disentanglement scores;
+- ``plotting``: recurring figures;
 - ``notebook``: glue between the chapters and the book; ``checks``: input validation.
 """
 

@@ -1,0 +1,259 @@
+"""Disentanglement and sparsity metrics of a representation against ground-truth factors.
+
+- :func:`hoyer` and :func:`dataset_hoyer`: the Hoyer sparsity of codes, per example and the
+  dataset-normalised average Mathieu et al. (2019) plot in their Fig. 4;
+- :func:`factor_vae_score`: the FactorVAE disentanglement score of Kim & Mnih (2018).
+
+The metrics that need ground truth take a ``data`` object following the factor protocol of
+:class:`vaebook.sprites.FactorDataset`: ``factor_sizes`` (K ints), ``sample_factors(n,
+generator)`` -> int64 numpy ``(n, K)`` and ``observations(factors)`` -> a tensor batch, and a
+``represent`` callable mapping such a batch to codes ``(n, d)`` (e.g. an encoder's mean).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .checks import as_tensor, check_positive, check_positive_int
+
+__all__ = ["FactorVAEScore", "dataset_hoyer", "factor_vae_score", "hoyer"]
+
+_CHUNK = 4096  # at most this many observations per call of ``represent``
+
+
+# -- Hoyer sparsity ---------------------------------------------------------------------------
+
+
+def _check_codes(z, name: str) -> torch.Tensor:
+    z = as_tensor(z, name)
+    if z.dim() < 1 or z.shape[-1] < 2:
+        raise ValueError(f"{name} must have shape (..., d) with d >= 2, got {tuple(z.shape)}")
+    return z
+
+
+def hoyer(z) -> torch.Tensor:
+    """Hoyer sparsity of each row: ``(sqrt(d) - ||z||_1 / ||z||_2) / (sqrt(d) - 1)``.
+
+    1 for a one-hot row (one non-zero entry), 0 for a row whose entries all have the same
+    magnitude, in between otherwise; invariant to rescaling a row by any non-zero number.
+    An all-zero row has no direction to be sparse in: its sparsity is defined as 0 (the value
+    of a constant-magnitude row), so the result never holds NaN. Rounding is clipped to [0, 1].
+
+    Parameters
+    ----------
+    z : ``(n, d)`` (or any ``(..., d)``) real codes, d >= 2.
+
+    Returns
+    -------
+    ``(n,)`` (or ``(...)``), in the dtype of ``z``.
+    """
+    z = _check_codes(z, "z")
+    root_d = math.sqrt(z.shape[-1])
+    l1 = z.abs().sum(-1)
+    l2 = torch.linalg.vector_norm(z, dim=-1)
+    ratio = torch.where(l2 > 0, l1 / torch.where(l2 > 0, l2, 1.0), root_d)
+    return ((root_d - ratio) / (root_d - 1.0)).clamp(0.0, 1.0)
+
+
+def dataset_hoyer(z) -> torch.Tensor:
+    """Mean Hoyer sparsity of a dataset of codes, each dimension first divided by its std.
+
+    As Mathieu et al. (2019, Sec. 5 and Fig. 4) measure sparsity: every dimension ``j`` is
+    divided by its standard deviation ``std_j`` over the ``n`` examples (not centred; any common
+    factor in the std cancels, so ``ddof`` does not matter), then :func:`hoyer` is taken per
+    example and averaged. The normalisation stops a dimension that is simply larger than the
+    others everywhere from counting as sparsity; the result is invariant to rescaling dimensions.
+
+    Parameters
+    ----------
+    z : ``(n, d)`` codes of n >= 2 examples (e.g. encoder means), d >= 2.
+
+    Returns
+    -------
+    Scalar tensor in [0, 1].
+
+    Raises
+    ------
+    ValueError if a dimension is constant over the dataset (its normalisation is undefined).
+    """
+    z = _check_codes(z, "z")
+    if z.dim() != 2 or z.shape[0] < 2:
+        raise ValueError(f"z must have shape (n, d) with n >= 2, got {tuple(z.shape)}")
+    std = z.std(0)
+    if bool((std == 0).any()):
+        dims = torch.nonzero(std == 0).flatten().tolist()
+        raise ValueError(f"z has dimensions {dims} constant over the dataset; drop them first")
+    return hoyer(z / std).mean()
+
+
+# -- FactorVAE score ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FactorVAEScore:
+    """Result of :func:`factor_vae_score`.
+
+    Attributes
+    ----------
+    score : accuracy of the majority-vote classifier on the evaluation votes, in [0, 1].
+    train_votes, eval_votes : int64 ``(d, K)``; entry ``(j, k)`` counts the votes where factor
+        ``k`` was fixed and dimension ``j`` had the lowest normalised variance. Rows of dropped
+        (collapsed) dimensions are zero.
+    classifier : int64 ``(d,)``, the factor each dimension predicts (argmax of its row of
+        ``train_votes``, lowest factor on ties); -1 for a dimension with no training vote.
+    kept : int64 ``(d_kept,)``, the dimensions kept (global std >= ``collapse_threshold``).
+    global_std : float64 ``(d,)``, the per-dimension std over the ``n_global`` observations.
+    """
+
+    score: float
+    train_votes: np.ndarray
+    eval_votes: np.ndarray
+    classifier: np.ndarray
+    kept: np.ndarray
+    global_std: np.ndarray
+
+
+def _check_data(data) -> tuple[int, ...]:
+    """The factor sizes of ``data``, after checking it follows the factor protocol."""
+    for attr in ("factor_sizes", "sample_factors", "observations"):
+        if not hasattr(data, attr):
+            raise TypeError(
+                f"data must follow the factor protocol (factor_sizes, sample_factors, "
+                f"observations), but {type(data).__name__} has no {attr!r}"
+            )
+    sizes = tuple(data.factor_sizes)
+    if not sizes or any(isinstance(s, bool) or int(s) != s or s < 1 for s in sizes):
+        raise ValueError(f"data.factor_sizes must be positive ints, got {sizes}")
+    return tuple(int(s) for s in sizes)
+
+
+def _sample(data, n: int, n_factors: int, generator: torch.Generator) -> np.ndarray:
+    factors = np.array(data.sample_factors(n, generator), dtype=np.int64)  # writable copy
+    if factors.shape != (n, n_factors):
+        raise ValueError(
+            f"data.sample_factors({n}, ...) must return shape ({n}, {n_factors}), "
+            f"got {factors.shape}"
+        )
+    return factors
+
+
+def _represent(represent: Callable, data, factors: np.ndarray, d: int | None) -> torch.Tensor:
+    """Codes float64 ``(n, d)`` of the observations of ``factors``, in chunks of ``_CHUNK``."""
+    parts = []
+    for start in range(0, len(factors), _CHUNK):
+        chunk = factors[start : start + _CHUNK]
+        with torch.no_grad():
+            z = represent(data.observations(chunk))
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"represent must return a tensor, got {type(z).__name__}")
+        want = f"({len(chunk)}, {'d' if d is None else d})"
+        if z.dim() != 2 or z.shape[0] != len(chunk) or (d is not None and z.shape[1] != d):
+            raise ValueError(f"represent must return shape {want}, got {tuple(z.shape)}")
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError("represent returned NaN or infinite values")
+        d = z.shape[1]
+        parts.append(z.detach().to(device="cpu", dtype=torch.float64))
+    return torch.cat(parts)
+
+
+def _votes(represent, data, sizes, n_votes, batch_size, scale, kept, generator) -> np.ndarray:
+    """Vote counts ``(d, K)``: for each vote fix one factor, find the least-varying dimension."""
+    d, n_factors = len(scale), len(sizes)
+    votes = np.zeros((d, n_factors), dtype=np.int64)
+    per_call = max(1, _CHUNK // batch_size)
+    for first in range(0, n_votes, per_call):
+        n = min(per_call, n_votes - first)
+        ks = torch.randint(n_factors, (n,), generator=generator).numpy()
+        batches = []
+        for k in ks:
+            factors = _sample(data, batch_size, n_factors, generator)
+            factors[:, k] = factors[0, k]  # factor k fixed to the (uniform) value of the first
+            batches.append(factors)
+        z = _represent(represent, data, np.concatenate(batches), d)
+        z = z.reshape(n, batch_size, d)[:, :, kept] / scale[kept]
+        lowest = kept[z.var(1).argmin(1).numpy()]  # (n,) in the original numbering
+        np.add.at(votes, (lowest, ks), 1)
+    return votes
+
+
+def factor_vae_score(
+    represent: Callable,
+    data,
+    *,
+    seed: int = 0,
+    n_votes_train: int = 800,
+    n_votes_eval: int = 400,
+    batch_size: int = 64,
+    n_global: int = 10000,
+    collapse_threshold: float = 0.05,
+) -> FactorVAEScore:
+    """FactorVAE disentanglement score (Kim & Mnih, 2018, "A new metric for disentanglement").
+
+    Protocol, with one seeded ``torch.Generator(seed)`` supplying every draw in this order:
+
+    1. codes of ``n_global`` observations drawn with ``data.sample_factors`` give the global
+       std ``s_j`` of each dimension (``ddof=1``);
+    2. collapsed dimensions are dropped: ``j`` is kept iff ``s_j >= collapse_threshold`` and
+       ``s_j > 0``: an absolute threshold in the units of the codes (disentanglement_lib's
+       rule, std 0.05; Kim & Mnih prune dimensions of near-zero variance). If no dimension is
+       kept, the score is 0;
+    3. each vote: pick a factor ``k`` uniformly, draw ``batch_size`` factor rows and set column
+       ``k`` of all of them to the first row's value, represent their observations, divide each
+       kept dimension by ``s_j``, and take the kept dimension ``j`` of lowest variance
+       (``ddof=1``, lowest index on ties); the vote is ``(j, k)``;
+    4. ``n_votes_train`` votes train the majority-vote classifier: dimension ``j`` predicts the
+       factor it voted for most (lowest factor on ties; none if it got no vote);
+    5. the score is the classifier's accuracy on ``n_votes_eval`` further votes (a vote for a
+       dimension that predicts nothing counts as wrong).
+
+    The defaults (800 training / 400 evaluation votes of batches of 64, ``n_global`` 10,000)
+    suit a laptop CPU; disentanglement_lib's defaults are larger (10,000 training and 5,000
+    evaluation votes of batch 64). The score's sampling error is about
+    ``sqrt(score (1 - score) / n_votes_eval)``.
+
+    Parameters
+    ----------
+    represent : callable mapping an observation batch (what ``data.observations`` returns for
+        ``m`` rows) to codes ``(m, d)``; it should be deterministic (e.g. an encoder's mean).
+        It is called under ``torch.no_grad()`` on at most 4096 observations at a time.
+    data : object with ``factor_sizes`` (K ints), ``sample_factors(n, generator)`` -> int64
+        ``(n, K)`` and ``observations(factors)``, e.g. :class:`vaebook.sprites.Sprites`.
+    seed : int >= 0. The result is a deterministic function of the seed.
+    n_votes_train, n_votes_eval : int > 0, numbers of votes.
+    batch_size : int >= 2, observations per vote. n_global : int >= 2.
+    collapse_threshold : float >= 0.
+
+    Returns
+    -------
+    :class:`FactorVAEScore` (score, vote matrices ``(d, K)``, classifier, kept dimensions).
+    """
+    if not callable(represent):
+        raise TypeError(f"represent must be callable, got {type(represent).__name__}")
+    sizes = _check_data(data)
+    seed = check_positive_int(seed, "seed", allow_zero=True)
+    n_votes_train = check_positive_int(n_votes_train, "n_votes_train")
+    n_votes_eval = check_positive_int(n_votes_eval, "n_votes_eval")
+    for name, value in (("batch_size", batch_size), ("n_global", n_global)):
+        if check_positive_int(value, name) < 2:
+            raise ValueError(f"{name} must be >= 2 to estimate a variance, got {value}")
+    collapse_threshold = check_positive(collapse_threshold, "collapse_threshold", allow_zero=True)
+
+    generator = torch.Generator().manual_seed(seed)
+    factors = _sample(data, n_global, len(sizes), generator)
+    scale = _represent(represent, data, factors, None).std(0)
+    d = len(scale)
+    kept = np.flatnonzero((scale >= collapse_threshold).numpy() & (scale > 0).numpy())
+    empty = np.zeros((d, len(sizes)), dtype=np.int64)
+    if kept.size == 0:
+        return FactorVAEScore(0.0, empty, empty.copy(), np.full(d, -1), kept, scale.numpy())
+    args = (represent, data, sizes)
+    train = _votes(*args, n_votes_train, batch_size, scale, kept, generator)
+    evals = _votes(*args, n_votes_eval, batch_size, scale, kept, generator)
+    classifier = np.where(train.sum(1) > 0, train.argmax(1), -1)
+    hits = sum(int(evals[j, classifier[j]]) for j in range(d) if classifier[j] >= 0)
+    return FactorVAEScore(hits / n_votes_eval, train, evals, classifier, kept, scale.numpy())
