@@ -6,6 +6,7 @@ Modules (one idea each):
 - ``objectives``: the β-VAE objective and its terms;
 - ``linear_gaussian``: the exactly solvable linear-Gaussian latent-variable model;
 - ``linear_beta_vae``: Sikka et al.'s tractable linear β-VAE, solved in closed form;
+- ``decomposition``: Mathieu et al.'s priors, annealed-prior identities and objective (7);
 - ``nets``: encoders, decoders and the VAE module; ``train``: the training loop;
 - ``ensemble``: many small VAEs trained at once with stacked weights;
 - ``data`` and ``sprites``: the datasets, all offline; ``metrics``: disentanglement scores;

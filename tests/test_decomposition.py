@@ -1,0 +1,656 @@
+"""Tests of vaebook.decomposition (Mathieu et al., 2019) against scipy, closed forms,
+brute force and Monte Carlo references."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch.distributions import Normal, kl_divergence
+
+from vaebook.decomposition import (
+    MMD_SCALES,
+    aggregate_entropy_reference,
+    anisotropic_gaussian,
+    annealed_log_normaliser,
+    annealed_log_prob,
+    corollary1_constant,
+    decomposition_objective,
+    entropy_regularised_elbo,
+    gaussian_mixture_2d,
+    inclusive_kl_aggregate,
+    isotropic_gaussian,
+    kl_full_to_prior,
+    kl_to_prior,
+    minibatch_log_aggregate_density,
+    minibatch_weighted_entropy,
+    mmd_imq,
+    pca_variances,
+    random_rotation,
+    rescale_encoder,
+    rotate_encoder,
+    spike_and_slab,
+    student_t,
+    theorem1_terms,
+)
+from vaebook.gaussian import (
+    entropy_diag_normal,
+    kl_diag_normal,
+    log_normal,
+    log_normal_diag,
+)
+from vaebook.objectives import ELBOTerms, gaussian_log_likelihood
+
+F64 = torch.float64
+
+
+def randn(gen, *shape):
+    return torch.randn(shape, generator=gen, dtype=F64)
+
+
+def assert_within_5_se(samples: torch.Tensor, expected) -> None:
+    """Mean over the first axis of ``samples`` agrees with ``expected`` to 5 standard errors."""
+    se = samples.std(0) / math.sqrt(samples.shape[0])
+    expected = torch.as_tensor(expected, dtype=samples.dtype)
+    assert bool(((samples.mean(0) - expected).abs() < 5 * se).all()), (samples.mean(0), expected)
+
+
+def tanh_decoder(gen, d, p=5):
+    """A small fixed decoder ``z ↦ tanh(z W + b) V``: ``(..., d) -> (..., p)``."""
+    w, b, v = randn(gen, d, 8), randn(gen, 8), randn(gen, 8, p)
+    return lambda z: torch.tanh(z @ w + b) @ v
+
+
+# --- priors: densities ---------------------------------------------------------------------
+
+
+def test_gaussian_priors_log_prob_match_scipy_norm(gen):
+    z = 2 * randn(gen, 6, 3)
+    variances = np.array([0.3, 1.0, 4.0])
+    for prior, var in (
+        (isotropic_gaussian(3, 2.0), np.full(3, 2.0)),
+        (anisotropic_gaussian(torch.tensor(variances)), variances),
+    ):
+        expected = stats.norm.logpdf(z.numpy(), scale=np.sqrt(var)).sum(-1)
+        np.testing.assert_allclose(prior.log_prob(z).numpy(), expected, rtol=1e-12)
+
+
+def test_student_t_log_prob_matches_scipy_t(gen):
+    z = 3 * randn(gen, 6, 4)
+    for nu in (0.7, 3.0, 30.0):
+        expected = stats.t.logpdf(z.numpy(), df=nu).sum(-1)
+        np.testing.assert_allclose(student_t(4, nu).log_prob(z).numpy(), expected, rtol=1e-12)
+
+
+def test_gaussian_mixture_log_prob_matches_eq_9(gen):
+    z = randn(gen, 7, 2)
+    means = [(0, 1), (0, -1), (1, 0), (-1, 0)]
+    dens = sum(0.25 * stats.multivariate_normal(m, 0.03 * np.eye(2)).pdf(z.numpy()) for m in means)
+    np.testing.assert_allclose(gaussian_mixture_2d().log_prob(z).numpy(), np.log(dens), rtol=1e-12)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.3, 0.9, 1.0])
+def test_spike_and_slab_log_prob_matches_formula(gen, gamma):
+    z = randn(gen, 6, 3)
+    zn = z.numpy()
+    with np.errstate(divide="ignore"):  # log 0 = -inf for the absent component at γ = 0, 1
+        spike = np.log(gamma) + stats.norm.logpdf(zn, scale=0.05)
+        slab = np.log(1 - gamma) + stats.norm.logpdf(zn)
+    expected = np.logaddexp(spike, slab).sum(-1)
+    got = spike_and_slab(3, gamma).log_prob(z).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_log_prob_keeps_batch_shape_and_dtype(gen):
+    z = torch.randn(4, 5, 3, generator=gen)  # float32
+    for prior in (isotropic_gaussian(3), student_t(3, 4.0), spike_and_slab(3, 0.5)):
+        out = prior.log_prob(z)
+        assert out.shape == (4, 5) and out.dtype == torch.float32
+    assert gaussian_mixture_2d().log_prob(z[..., :2]).shape == (4, 5)
+
+
+# --- priors: sampling ----------------------------------------------------------------------
+
+
+SAMPLE_CASES = [
+    (isotropic_gaussian(2, 0.5), torch.diag(torch.tensor([0.5, 0.5]))),
+    (anisotropic_gaussian(torch.tensor([0.2, 3.0])), torch.diag(torch.tensor([0.2, 3.0]))),
+    (student_t(2, 6.0), 1.5 * torch.eye(2)),  # var = ν/(ν-2)
+    (gaussian_mixture_2d(), 0.53 * torch.eye(2)),  # 0.03 I + E[μμ^T] = (0.03 + 0.5) I
+    (spike_and_slab(2, 0.7), (0.7 * 0.05**2 + 0.3) * torch.eye(2)),
+]
+
+
+@pytest.mark.parametrize(("prior", "cov"), SAMPLE_CASES, ids=lambda x: repr(x)[:20])
+def test_sample_moments(gen, prior, cov):
+    z = prior.sample(40_000, gen, dtype=F64)
+    assert z.shape == (40_000, 2) and z.dtype == F64
+    assert_within_5_se(z, torch.zeros(2))
+    products = z.unsqueeze(-1) * z.unsqueeze(-2)
+    assert_within_5_se(products, cov.to(F64))
+
+
+def test_student_t_and_spike_and_slab_samples_pass_ks_tests(gen):
+    t = student_t(3, 2.5).sample(20_000, gen, dtype=F64).flatten().numpy()
+    assert stats.kstest(t, stats.t(df=2.5).cdf).pvalue > 1e-3
+    s = spike_and_slab(3, 0.6, 0.1).sample(20_000, gen, dtype=F64).flatten().numpy()
+
+    def cdf(x):
+        return 0.6 * stats.norm.cdf(x, scale=0.1) + 0.4 * stats.norm.cdf(x)
+
+    assert stats.kstest(s, cdf).pvalue > 1e-3
+    assert stats.kstest(s, stats.norm.cdf).pvalue < 1e-6  # the test can tell a wrong law
+
+
+def test_sampling_is_reproducible_with_a_generator():
+    for prior in (student_t(3, 4.0), gaussian_mixture_2d(), spike_and_slab(3, 0.5)):
+        a = prior.sample(50, torch.Generator().manual_seed(3))
+        b = prior.sample(50, torch.Generator().manual_seed(3))
+        assert torch.equal(a, b) and a.dtype == torch.get_default_dtype()
+
+
+def test_pca_variances_are_rescaled_top_eigenvalues(gen):
+    x = randn(gen, 5000, 4) * torch.tensor([3.0, 0.5, 2.0, 1.0], dtype=F64)
+    v = pca_variances(x, 3)
+    eig = np.sort(np.linalg.eigvalsh(np.cov(x.numpy().T)))[::-1][:3]
+    np.testing.assert_allclose(v.numpy(), 3 * eig / eig.sum(), rtol=1e-10)
+    assert abs(v.sum().item() - 3) < 1e-12 and bool((v[:-1] >= v[1:]).all())
+    assert anisotropic_gaussian(v).dim == 3
+
+
+# --- Theorem 1: annealed prior -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0, 4.0])
+def test_annealed_log_normaliser_closed_forms_match_quadrature(beta):
+    for prior in (
+        anisotropic_gaussian(torch.tensor([0.3, 1.0, 2.5], dtype=F64)),
+        student_t(2, 3.0),
+        student_t(2, 1.5),
+    ):
+        closed = annealed_log_normaliser(prior, beta, method="closed_form")
+        quad = annealed_log_normaliser(prior, beta, method="quadrature")
+        assert abs(closed - quad) < 1e-9, (prior, closed, quad)
+    if beta == 1.0:
+        for prior in (spike_and_slab(2, 0.9), gaussian_mixture_2d()):
+            assert abs(annealed_log_normaliser(prior, beta)) < 1e-10
+
+
+def test_gaussian_annealed_normaliser_formula():
+    var = torch.tensor([0.3, 1.0, 2.5], dtype=F64)
+    beta = 2.7
+    expected = sum((1 - beta) / 2 * math.log(2 * math.pi * v) for v in var.tolist())
+    expected -= 1.5 * math.log(beta)
+    assert abs(annealed_log_normaliser(anisotropic_gaussian(var), beta) - expected) < 1e-12
+
+
+def test_mixture_normalisers_at_beta_2_match_gaussian_product_integrals():
+    # ∫ p² = Σ_ab w_a w_b N(m_a; m_b, (s_a² + s_b²) I): closed form for any Gaussian mixture.
+    gamma, s0 = 0.8, 0.05
+    w, s2 = [gamma, 1 - gamma], [s0**2, 1.0]
+    per = sum(
+        w[a] * w[b] * stats.norm.pdf(0, scale=math.sqrt(s2[a] + s2[b]))
+        for a in range(2)
+        for b in range(2)
+    )
+    got = annealed_log_normaliser(spike_and_slab(3, gamma, s0), 2.0)
+    assert abs(got - 3 * math.log(per)) < 1e-10
+    means = gaussian_mixture_2d().means.numpy()
+    f2 = sum(
+        stats.multivariate_normal(ma, 0.06 * np.eye(2)).pdf(mb) / 16 for ma in means for mb in means
+    )
+    assert abs(annealed_log_normaliser(gaussian_mixture_2d(), 2.0) - math.log(f2)) < 1e-10
+
+
+@pytest.mark.parametrize(
+    ("prior", "beta"),
+    [
+        (isotropic_gaussian(1, 2.0), 0.5),
+        (isotropic_gaussian(1, 2.0), 3.0),
+        (student_t(1, 4.0), 1.5),  # tails |t|^{-7.5}: the grid's cut-off costs < 1e-12
+        (student_t(1, 4.0), 3.0),
+        (spike_and_slab(1, 0.9), 0.5),
+        (spike_and_slab(1, 0.9), 3.0),
+    ],
+    ids=repr,
+)
+def test_annealed_prior_integrates_to_one(prior, beta):
+    t = torch.linspace(-150, 150, 600_001, dtype=F64).unsqueeze(-1)  # step 5e-4
+    dens = torch.exp(annealed_log_prob(prior, beta, t))
+    assert abs(torch.trapezoid(dens, t.squeeze(-1)).item() - 1) < 1e-6
+
+
+def test_gaussian_annealed_prior_is_a_gaussian_with_variance_over_beta(gen):
+    var = torch.tensor([0.5, 2.0], dtype=F64)
+    z, beta = randn(gen, 5, 2), 3.0
+    expected = log_normal_diag(z, 0.0, torch.log(var / beta))
+    got = annealed_log_prob(anisotropic_gaussian(var), beta, z)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("beta", [0.3, 1.0, 4.0])
+@pytest.mark.parametrize("variances", [[1.0, 1.0, 1.0], [0.2, 1.0, 3.0]])
+def test_theorem1_holds_in_closed_form_for_gaussian_priors(gen, beta, variances):
+    mu, logvar, log_lik = randn(gen, 6, 3), randn(gen, 6, 3), randn(gen, 6)
+    prior = anisotropic_gaussian(torch.tensor(variances, dtype=F64))
+    terms = theorem1_terms(mu, logvar, prior, beta, log_lik)
+    assert terms.gap.abs().max().item() < 1e-8
+    lhs = ELBOTerms(
+        log_lik, kl_diag_normal(mu, logvar, 0.0, torch.tensor(variances, dtype=F64).log()), beta
+    )
+    torch.testing.assert_close(terms.beta_objective, lhs.objective, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("beta", [0.5, 2.0])
+@pytest.mark.parametrize(
+    "prior", [student_t(3, 3.0), spike_and_slab(3, 0.7), isotropic_gaussian(3)], ids=repr
+)
+def test_theorem1_holds_with_shared_samples(gen, beta, prior):
+    mu, logvar, log_lik = randn(gen, 5, 3), randn(gen, 5, 3), randn(gen, 5)
+    z = mu + torch.exp(0.5 * logvar) * randn(gen, 200, 5, 3)
+    terms = theorem1_terms(mu, logvar, prior, beta, log_lik, z=z)
+    assert terms.gap.abs().max().item() < 1e-8
+    kl = kl_to_prior(mu, logvar, prior, z=z, method="mc")
+    torch.testing.assert_close(terms.beta_objective, log_lik - beta * kl, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(terms.entropy, entropy_diag_normal(logvar))
+
+
+# --- Corollary 1: rescaling ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [0.4, 1.0, 5.0])
+@pytest.mark.parametrize("variance", [1.0, 2.5])
+def test_corollary1_rescaled_networks_give_the_beta_objective(gen, beta, variance):
+    d, n = 3, 6
+    decode = tanh_decoder(gen, d)
+    x, mu, logvar = randn(gen, n, 5), randn(gen, n, d), randn(gen, n, d) - 1
+    eps = randn(gen, n, d)
+    log_var_p = math.log(variance)
+    # the β-VAE objective of (encoder, g)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    lhs = gaussian_log_likelihood(x, decode(z)) - beta * kl_diag_normal(mu, logvar, 0.0, log_var_p)
+    # the ELBO of the rescaled encoder (√β μ, β S) with decoder z ↦ g(z / √β), same noise
+    mu2, logvar2 = rescale_encoder(mu, logvar, beta)
+    z2 = mu2 + torch.exp(0.5 * logvar2) * eps
+    torch.testing.assert_close(z2, math.sqrt(beta) * z, rtol=1e-13, atol=1e-13)
+    elbo2 = gaussian_log_likelihood(x, decode(z2 / math.sqrt(beta))) - kl_diag_normal(
+        mu2, logvar2, 0.0, log_var_p
+    )
+    rhs = entropy_regularised_elbo(elbo2, logvar2, beta) + corollary1_constant(
+        d, beta, variance=variance
+    )
+    torch.testing.assert_close(lhs, rhs, rtol=0, atol=1e-6)
+    assert (lhs - rhs).abs().max().item() < 1e-10
+
+
+@pytest.mark.parametrize("beta", [0.2, 1.0, 3.0])
+def test_corollary1_constant_matches_the_papers_form(beta):
+    d, variance = 4, 1.7
+    prior = isotropic_gaussian(d, variance)
+    paper = d * (beta - 1) / 2 * (1 + math.log(2 * math.pi / beta))
+    paper += annealed_log_normaliser(prior, beta)
+    assert abs(corollary1_constant(d, beta, variance=variance) - paper) < 1e-12
+    assert corollary1_constant(d, beta) <= 0
+
+
+# --- Theorem 2: rotations ------------------------------------------------------------------
+
+
+def test_random_rotation_is_a_rotation(gen):
+    R = random_rotation(4, gen)
+    torch.testing.assert_close(R @ R.T, torch.eye(4, dtype=F64), rtol=0, atol=1e-12)
+    assert abs(torch.linalg.det(R).item() - 1) < 1e-12
+
+
+def _rotation_setting(gen, make_spd, d=3, n=4, n_mc=4000):
+    mu, cov = randn(gen, n, d), make_spd(d, n) / 3
+    R = random_rotation(d, gen)
+    mu_r, cov_r = rotate_encoder(mu, cov, R)
+    chol = torch.linalg.cholesky(cov)
+    eps = randn(gen, n_mc, n, d)
+    z = mu + (chol @ eps.unsqueeze(-1)).squeeze(-1)
+    z_r = mu_r + ((R @ chol) @ eps.unsqueeze(-1)).squeeze(-1)  # = R z: common noise
+    return mu, cov, mu_r, cov_r, R, z, z_r
+
+
+def test_theorem2_rotation_leaves_the_objective_unchanged_for_isotropic_prior(gen, make_spd):
+    mu, cov, mu_r, cov_r, R, z, z_r = _rotation_setting(gen, make_spd)
+    torch.testing.assert_close(z_r, z @ R.T, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(log_normal(z_r, mu_r, cov_r), log_normal(z, mu, cov))
+    decode, x = tanh_decoder(gen, 3), randn(gen, 4, 5)
+    rec = (
+        gaussian_log_likelihood(x.expand(4000, 4, 5).reshape(-1, 5), decode(z).reshape(-1, 5))
+        .reshape(4000, 4)
+        .mean(0)
+    )
+    rec_r = (
+        gaussian_log_likelihood(x.expand(4000, 4, 5).reshape(-1, 5), decode(z_r @ R).reshape(-1, 5))
+        .reshape(4000, 4)
+        .mean(0)
+    )
+    torch.testing.assert_close(rec_r, rec, rtol=1e-12, atol=1e-10)
+    prior = isotropic_gaussian(3, 0.7)
+    beta = 3.0
+    obj = rec - beta * kl_full_to_prior(mu, cov, prior)
+    obj_r = rec_r - beta * kl_full_to_prior(mu_r, cov_r, prior)
+    torch.testing.assert_close(obj_r, obj, rtol=1e-12, atol=1e-10)
+    mc, mc_r = kl_full_to_prior(mu, cov, prior, z=z), kl_full_to_prior(mu_r, cov_r, prior, z=z_r)
+    torch.testing.assert_close(mc_r, mc, rtol=1e-12, atol=1e-10)
+
+
+def test_theorem2_fails_for_anisotropic_and_student_t_priors(gen, make_spd):
+    mu, cov, mu_r, cov_r, _, z, z_r = _rotation_setting(gen, make_spd)
+    aniso = anisotropic_gaussian(torch.tensor([0.2, 1.0, 5.0]))
+    change = kl_full_to_prior(mu_r, cov_r, aniso) - kl_full_to_prior(mu, cov, aniso)
+    assert change.abs().min().item() > 1e-2
+    prior = student_t(3, 2.0)
+    diff = prior.log_prob(z) - prior.log_prob(z_r)  # (S, n): paired KL difference per sample
+    change = kl_full_to_prior(mu_r, cov_r, prior, z=z_r) - kl_full_to_prior(mu, cov, prior, z=z)
+    torch.testing.assert_close(change, diff.mean(0), rtol=1e-10, atol=1e-10)
+    se = diff.std(0) / math.sqrt(diff.shape[0])
+    assert bool((change.abs() > 5 * se).any()), (change, se)
+
+
+# --- KL(q(z|x) || p(z)) --------------------------------------------------------------------
+
+
+def test_kl_to_prior_analytic_matches_torch_and_mc(gen):
+    var = torch.tensor([0.5, 2.0], dtype=F64)
+    mu, logvar = randn(gen, 3, 2), randn(gen, 3, 2)
+    prior = anisotropic_gaussian(var)
+    expected = kl_divergence(Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, var.sqrt())).sum(-1)
+    analytic = kl_to_prior(mu, logvar, prior)
+    torch.testing.assert_close(analytic, expected, rtol=1e-12, atol=1e-12)
+    z = mu + torch.exp(0.5 * logvar) * randn(gen, 20_000, 3, 2)
+    per_sample = -entropy_diag_normal(logvar) - prior.log_prob(z)
+    torch.testing.assert_close(kl_to_prior(mu, logvar, prior, z=z, method="mc"), per_sample.mean(0))
+    assert_within_5_se(per_sample, analytic)
+    full = kl_full_to_prior(mu, torch.diag_embed(logvar.exp()), prior)
+    torch.testing.assert_close(full, analytic, rtol=1e-12, atol=1e-12)
+
+
+# --- divergences ---------------------------------------------------------------------------
+
+
+def test_mmd_imq_matches_brute_force(gen):
+    x, y = randn(gen, 5, 3), randn(gen, 4, 3) + 0.5
+    scales = (0.5, 2.0)
+
+    def k(a, b):
+        return sum(6 * s / (6 * s + ((a - b) ** 2).sum().item()) for s in scales)
+
+    xx = sum(k(x[i], x[j]) for i in range(5) for j in range(5) if i != j) / 20
+    yy = sum(k(y[i], y[j]) for i in range(4) for j in range(4) if i != j) / 12
+    xy = sum(k(x[i], y[j]) for i in range(5) for j in range(4)) / 20
+    assert abs(mmd_imq(x, y, scales=scales).item() - (xx + yy - 2 * xy)) < 1e-12
+    assert len(MMD_SCALES) == 7
+
+
+def test_mmd_is_unbiased_zero_for_equal_laws_and_positive_for_shifted(gen):
+    same, shifted = [], []
+    for _ in range(200):
+        x, y = randn(gen, 40, 2), randn(gen, 40, 2)
+        same.append(mmd_imq(x, y).item())
+        shifted.append(mmd_imq(x, y + torch.tensor([1.0, 0.0], dtype=F64)).item())
+    same, shifted = torch.tensor(same), torch.tensor(shifted)
+    se = same.std() / math.sqrt(200)
+    assert abs(same.mean().item()) < 4 * se.item()
+    assert bool((same < 0).any())  # a U-statistic, not clipped at zero
+    assert shifted.mean().item() > 20 * (shifted.std() / math.sqrt(200)).item()
+    assert shifted.mean().item() > 5 * same.std().item()
+
+
+def test_inclusive_kl_is_zero_when_the_aggregate_posterior_is_the_prior(gen):
+    prior = gaussian_mixture_2d()
+    mu = prior.means.clone()
+    logvar = torch.full((4, 2), math.log(0.03), dtype=F64)
+    zp = prior.sample(500, gen, dtype=F64)
+    assert abs(inclusive_kl_aggregate(zp, mu, logvar, prior).item()) < 1e-12
+    assert inclusive_kl_aggregate(zp, 0.8 * mu, logvar, prior).item() > 0.3
+
+
+def test_inclusive_kl_matches_closed_form_for_a_gaussian(gen):
+    prior = isotropic_gaussian(2)
+    m, lv = torch.tensor([[0.5, -0.3]], dtype=F64), torch.tensor([[0.4, -0.2]], dtype=F64)
+    zp = prior.sample(20_000, gen, dtype=F64)
+    per_sample = prior.log_prob(zp) - log_normal_diag(zp, m, lv)
+    est = inclusive_kl_aggregate(zp, m, lv, prior)
+    torch.testing.assert_close(est, per_sample.mean())
+    assert_within_5_se(
+        per_sample,
+        kl_diag_normal(torch.zeros(2, dtype=F64), torch.zeros(2, dtype=F64), m[0], lv[0]),
+    )
+
+
+# --- objective (7) -------------------------------------------------------------------------
+
+
+def _batch(gen, b=8, d=2):
+    mu, logvar, log_lik = randn(gen, b, d), randn(gen, b, d) - 1, randn(gen, b)
+    z = mu + torch.exp(0.5 * logvar) * randn(gen, b, d)
+    return log_lik, z, mu, logvar
+
+
+def test_decomposition_objective_reduces_to_beta_vae_at_alpha_zero(gen):
+    log_lik, z, mu, logvar = _batch(gen)
+    prior = isotropic_gaussian(2)
+    terms = decomposition_objective(
+        log_lik, z, mu, logvar, prior, alpha=0.0, beta=4.0, generator=gen
+    )
+    expected = ELBOTerms(log_lik, kl_diag_normal(mu, logvar), 4.0).mean().objective
+    torch.testing.assert_close(terms.objective, expected, rtol=1e-12, atol=1e-12)
+    assert terms.kl.shape == (8,) and terms.divergence.dim() == 0
+    assert set(terms.as_dict()) == {"reconstruction", "kl", "divergence", "objective"}
+
+
+@pytest.mark.parametrize("divergence", ["kl", "mmd"])
+def test_decomposition_objective_adds_alpha_times_the_divergence(gen, divergence):
+    log_lik, z, mu, logvar = _batch(gen)
+    prior = gaussian_mixture_2d()
+    zp = prior.sample(30, gen, dtype=F64)
+    kw = dict(alpha=2.5, beta=0.5, divergence=divergence, prior_samples=zp)
+    terms = decomposition_objective(log_lik, z, mu, logvar, prior, **kw)
+    direct = inclusive_kl_aggregate(zp, mu, logvar, prior) if divergence == "kl" else mmd_imq(z, zp)
+    torch.testing.assert_close(terms.divergence, direct, rtol=1e-12, atol=1e-12)
+    kl = kl_to_prior(mu, logvar, prior, z=z, method="mc")  # a mixture prior: Monte Carlo KL
+    expected = log_lik.mean() - 0.5 * kl.mean() - 2.5 * direct
+    torch.testing.assert_close(terms.objective, expected, rtol=1e-12, atol=1e-12)
+    a = decomposition_objective(
+        log_lik,
+        z,
+        mu,
+        logvar,
+        prior,
+        alpha=1.0,
+        beta=1.0,
+        divergence=divergence,
+        generator=torch.Generator().manual_seed(5),
+    )
+    b = decomposition_objective(
+        log_lik,
+        z,
+        mu,
+        logvar,
+        prior,
+        alpha=1.0,
+        beta=1.0,
+        divergence=divergence,
+        generator=torch.Generator().manual_seed(5),
+    )
+    assert torch.equal(a.divergence, b.divergence)
+
+
+def test_decomposition_objective_gradients_flow_to_the_encoder(gen):
+    log_lik, _, mu, logvar = _batch(gen)
+    mu.requires_grad_(True)
+    z = mu + torch.exp(0.5 * logvar) * randn(gen, 8, 2)
+    terms = decomposition_objective(
+        log_lik,
+        z,
+        mu,
+        logvar,
+        student_t(2, 3.0),
+        alpha=1.0,
+        beta=1.0,
+        divergence="mmd",
+        generator=gen,
+    )
+    terms.objective.backward()
+    assert mu.grad is not None and bool(torch.isfinite(mu.grad).all())
+    assert mu.grad.abs().sum().item() > 0
+
+
+# --- Appendix C: minibatch entropy ---------------------------------------------------------
+
+
+def _dataset_encoders(gen, n=2000, sigma=0.002):
+    mu = randn(gen, n, 1)
+    return mu, torch.full((n, 1), 2 * math.log(sigma), dtype=F64)
+
+
+def test_stratified_estimator_at_full_batch_is_the_exact_mixture_estimate(gen):
+    mu, logvar = randn(gen, 50, 2), randn(gen, 50, 2) - 1
+    z = mu + torch.exp(0.5 * logvar) * randn(gen, 50, 2)
+    log_q = torch.logsumexp(log_normal_diag(z.unsqueeze(1), mu, logvar), 1) - math.log(50)
+    strat = minibatch_weighted_entropy(z, mu, logvar, 50)
+    torch.testing.assert_close(strat, -log_q.mean(), rtol=1e-12, atol=1e-12)
+    mws = minibatch_weighted_entropy(z, mu, logvar, 50, weighting="mws")
+    torch.testing.assert_close(mws, strat + math.log(50), rtol=1e-12, atol=1e-12)
+
+
+def test_stratified_q_hat_is_unbiased_for_the_mixture_density(gen):
+    # Over minibatches containing x_0, E[q̂(z_0)] = q(z_0) = (1/N) Σ_m q(z_0|x_m) (eq. 10b).
+    n, b, repeats = 12, 4, 5_000
+    mu, logvar = randn(gen, n, 2), randn(gen, n, 2)
+    z0 = mu[0] + torch.exp(0.5 * logvar[0]) * randn(gen, 2)
+    exact = torch.exp(log_normal_diag(z0, mu, logvar)).mean()
+    others = 1 + torch.rand(repeats, n - 1, generator=gen).argsort(1)[:, : b - 1]
+    idx = torch.cat([torch.zeros(repeats, 1, dtype=torch.long), others], 1)  # (repeats, B)
+    q_hat = torch.stack(
+        [minibatch_log_aggregate_density(mu[i] * 0 + z0, mu[i], logvar[i], n)[0].exp() for i in idx]
+    )  # only z_0 = z[0] matters for q̂(z_0)
+    assert_within_5_se(q_hat, exact)
+    mws = torch.stack(
+        [
+            minibatch_log_aggregate_density(mu[i] * 0 + z0, mu[i], logvar[i], n, weighting="mws")[0]
+            for i in idx[:2000]
+        ]
+    ).exp()
+    assert mws.mean().item() < 0.5 * exact.item()  # MWS is not an unbiased density estimate
+
+
+def test_appendix_c_small_batches_estimate_log_n_plus_conditional_entropy(gen):
+    n = 2000
+    mu, logvar = _dataset_encoders(gen, n)
+    sigma = math.exp(0.5 * logvar[0, 0].item())
+    reference = aggregate_entropy_reference(mu, logvar, 4000, gen)
+    log_n_plus_h = math.log(n) + entropy_diag_normal(logvar).mean().item()
+
+    def mean_estimate(b, repeats=300):
+        values = []
+        for _ in range(repeats):
+            idx = torch.randperm(n, generator=gen)[:b]
+            z = mu[idx] + sigma * randn(gen, b, 1)
+            values.append(minibatch_weighted_entropy(z, mu[idx], logvar[idx], n).item())
+        return torch.tensor(values).mean().item()
+
+    small, medium = mean_estimate(8), mean_estimate(128)
+    z_all = mu + sigma * randn(gen, n, 1)
+    full = minibatch_weighted_entropy(z_all, mu, logvar, n).item()
+    # B ≪ N: close to log N + E H[q(z|x)] (2.81 nats), far above H[q(z)] (≈ 1.19 nats) ...
+    assert abs(small - log_n_plus_h) < 0.25, (small, log_n_plus_h)
+    assert small - reference.estimate.item() > 1.0
+    # ... the bias shrinks as B grows, and at B = N the estimate agrees with the reference.
+    assert reference.estimate.item() + 0.2 < medium < small
+    assert abs(full - reference.estimate.item()) < 0.06
+    assert reference.standard_error.item() < 0.015
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+def _bad_calls():
+    z, mu, lv = torch.zeros(4, 2), torch.zeros(4, 2), torch.zeros(4, 2)
+    p = isotropic_gaussian(2)
+    return [
+        (lambda: isotropic_gaussian(0), ValueError, "d"),
+        (lambda: isotropic_gaussian(2, -1.0), ValueError, "variance"),
+        (lambda: anisotropic_gaussian([1.0, 0.0]), ValueError, "variances"),
+        (lambda: student_t(2, 0.0), ValueError, "nu"),
+        (lambda: spike_and_slab(2, 1.5), ValueError, "gamma"),
+        (lambda: spike_and_slab(2, 0.5, sigma0=0.0), ValueError, "sigma0"),
+        (lambda: p.log_prob(torch.zeros(4, 3)), ValueError, "z"),
+        (lambda: p.sample(0), ValueError, "n"),
+        (lambda: p.sample(3, generator=1), TypeError, "generator"),
+        (lambda: pca_variances(torch.zeros(10, 3), 2), ValueError, "x"),
+        (lambda: pca_variances(torch.randn(10, 3), 4), ValueError, "d"),
+        (lambda: annealed_log_normaliser(p, -1.0), ValueError, "beta"),
+        (lambda: annealed_log_normaliser(student_t(2, 1.0), 0.4), ValueError, "beta"),
+        (lambda: annealed_log_normaliser(p, 1.0, method="exact"), ValueError, "method"),
+        (
+            lambda: annealed_log_normaliser(spike_and_slab(2, 0.5), 2.0, method="closed_form"),
+            ValueError,
+            "closed_form",
+        ),
+        (lambda: annealed_log_normaliser("normal", 1.0), TypeError, "prior"),
+        (lambda: theorem1_terms(mu, lv, student_t(2, 3.0), 2.0, torch.zeros(4)), ValueError, "z"),
+        (lambda: theorem1_terms(mu, lv, p, 2.0, torch.zeros(3)), ValueError, "log_lik"),
+        (
+            lambda: theorem1_terms(mu, lv, isotropic_gaussian(3), 2.0, torch.zeros(4)),
+            ValueError,
+            "mu",
+        ),
+        (lambda: rescale_encoder(mu, torch.zeros(4, 3), 2.0), ValueError, "logvar"),
+        (lambda: rescale_encoder(mu, lv, 0.0), ValueError, "beta"),
+        (lambda: corollary1_constant(2, 1.0, variance=0.0), ValueError, "variance"),
+        (lambda: rotate_encoder(mu, torch.eye(2), 2 * torch.eye(2)), ValueError, "R"),
+        (lambda: rotate_encoder(mu, torch.eye(3), torch.eye(2)), ValueError, "cov"),
+        (lambda: kl_to_prior(mu, lv, student_t(2, 3.0), method="analytic"), ValueError, "analytic"),
+        (lambda: kl_to_prior(mu, lv, p, method="mc"), ValueError, "z"),
+        (lambda: kl_to_prior(mu, lv, p, z=torch.zeros(5, 2), method="mc"), ValueError, "z"),
+        (lambda: mmd_imq(z, torch.zeros(1, 2)), ValueError, "y"),
+        (lambda: mmd_imq(z, torch.zeros(3, 3)), ValueError, "y"),
+        (lambda: mmd_imq(z, z, scales=(1.0, -1.0)), ValueError, "scales"),
+        (lambda: inclusive_kl_aggregate(torch.zeros(5, 3), mu, lv, p), ValueError, "prior_samples"),
+        (
+            lambda: decomposition_objective(torch.zeros(4), z, mu, lv, p, alpha=-1, beta=1),
+            ValueError,
+            "alpha",
+        ),
+        (
+            lambda: decomposition_objective(
+                torch.zeros(4), z, mu, lv, p, alpha=1, beta=1, divergence="js"
+            ),
+            ValueError,
+            "divergence",
+        ),
+        (
+            lambda: decomposition_objective(
+                torch.zeros(4), z, mu, lv, student_t(2, 3.0), alpha=1, beta=1, kl="analytic"
+            ),
+            ValueError,
+            "kl",
+        ),
+        (
+            lambda: decomposition_objective(torch.zeros(4), z[:3], mu, lv, p, alpha=1, beta=1),
+            ValueError,
+            "z",
+        ),
+        (lambda: minibatch_weighted_entropy(z, mu, lv, 3), ValueError, "dataset_size"),
+        (lambda: minibatch_weighted_entropy(z, mu, lv, 10, weighting="x"), ValueError, "weighting"),
+        (lambda: minibatch_weighted_entropy(z[:1], mu[:1], lv[:1], 10), ValueError, "2"),
+        (lambda: aggregate_entropy_reference(mu, lv, 1), ValueError, "n_samples"),
+        (
+            lambda: theorem1_terms(mu, lv * float("nan"), p, 2.0, torch.zeros(4)),
+            ValueError,
+            "logvar",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_bad_calls())))
+def test_bad_input_names_the_argument(index):
+    call, error, name = _bad_calls()[index]
+    with pytest.raises(error, match=name):
+        call()
