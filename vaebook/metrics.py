@@ -77,9 +77,8 @@ def dataset_hoyer(z) -> torch.Tensor:
     -------
     Scalar tensor in [0, 1].
 
-    Raises
-    ------
-    ValueError if a dimension is constant over the dataset (its normalisation is undefined).
+    A dimension that is constant over the dataset raises ``ValueError`` (its normalisation
+    is undefined).
     """
     z = _check_codes(z, "z")
     if z.dim() != 2 or z.shape[0] < 2:
@@ -98,16 +97,16 @@ def dataset_hoyer(z) -> torch.Tensor:
 class FactorVAEScore:
     """Result of :func:`factor_vae_score`.
 
-    Attributes
-    ----------
-    score : accuracy of the majority-vote classifier on the evaluation votes, in [0, 1].
-    train_votes, eval_votes : int64 ``(d, K)``; entry ``(j, k)`` counts the votes where factor
-        ``k`` was fixed and dimension ``j`` had the lowest normalised variance. Rows of dropped
-        (collapsed) dimensions are zero.
-    classifier : int64 ``(d,)``, the factor each dimension predicts (argmax of its row of
-        ``train_votes``, lowest factor on ties); -1 for a dimension with no training vote.
-    kept : int64 ``(d_kept,)``, the dimensions kept (global std >= ``collapse_threshold``).
-    global_std : float64 ``(d,)``, the per-dimension std over the ``n_global`` observations.
+    Fields:
+
+    - ``score``: accuracy of the majority-vote classifier on the evaluation votes, in [0, 1];
+    - ``train_votes``, ``eval_votes``: int64 ``(d, K)``; entry ``(j, k)`` counts the votes
+      where factor ``k`` was fixed and dimension ``j`` had the lowest normalised variance. Rows
+      of dropped (collapsed) dimensions are zero;
+    - ``classifier``: int64 ``(d,)``, the factor each dimension predicts (argmax of its row of
+      ``train_votes``, lowest factor on ties); -1 for a dimension with no training vote;
+    - ``kept``: int64 ``(d_kept,)``, the dimensions kept (global std >= ``collapse_threshold``);
+    - ``global_std``: float64 ``(d,)``, the per-dimension std over the ``n_global`` observations.
     """
 
     score: float
