@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import randn
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
 from vaebook.gaussian import (
@@ -19,10 +20,6 @@ from vaebook.gaussian import (
 
 F64 = torch.float64
 N_MC = 40_000  # Monte Carlo sample size; tolerances are 5 standard errors
-
-
-def randn(gen, *shape):
-    return torch.randn(shape, generator=gen, dtype=F64)
 
 
 def assert_within_5_se(samples: torch.Tensor, expected: torch.Tensor) -> None:

@@ -6,6 +6,7 @@ import time
 
 import pytest
 import torch
+from helpers import randn
 from torch.distributions import MultivariateNormal, Normal
 
 import vaebook.linear_beta_vae as lbv
@@ -29,10 +30,6 @@ from vaebook.linear_gaussian import posterior
 
 F64 = torch.float64
 PAPER_A = mixing_matrix(128, 2)  # the paper's Fig. 1 setting
-
-
-def randn(gen, *shape):
-    return torch.randn(shape, generator=gen, dtype=F64)
 
 
 def random_model(gen, N, k, beta=1.5, sigma_scale=0.3):

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import randn
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from vaebook.objectives import (
@@ -17,10 +18,6 @@ from vaebook.objectives import (
 )
 
 F64 = torch.float64
-
-
-def randn(gen, *shape):
-    return torch.randn(shape, generator=gen, dtype=F64)
 
 
 @pytest.mark.parametrize("log_gamma_shape", [None, (), (1, 3, 4)])
