@@ -12,6 +12,7 @@ from torch.distributions import Normal, kl_divergence
 
 from vaebook.decomposition import (
     MMD_SCALES,
+    StructuredVAE,
     aggregate_entropy_reference,
     anisotropic_gaussian,
     annealed_log_normaliser,
@@ -24,6 +25,7 @@ from vaebook.decomposition import (
     isotropic_gaussian,
     kl_full_to_prior,
     kl_to_prior,
+    log_aggregate_posterior,
     minibatch_log_aggregate_density,
     minibatch_weighted_entropy,
     mmd_imq,
@@ -35,13 +37,17 @@ from vaebook.decomposition import (
     student_t,
     theorem1_terms,
 )
+from vaebook.ensemble import EnsembleVAE
 from vaebook.gaussian import (
     entropy_diag_normal,
     kl_diag_normal,
     log_normal,
     log_normal_diag,
+    sample_diag_normal,
 )
-from vaebook.objectives import ELBOTerms, gaussian_log_likelihood
+from vaebook.nets import VAE, mlp_decoder, mlp_encoder, seeded
+from vaebook.objectives import ELBOTerms, gaussian_log_likelihood, reconstruction_log_likelihood
+from vaebook.train import fit
 
 F64 = torch.float64
 
@@ -438,7 +444,8 @@ def test_decomposition_objective_reduces_to_beta_vae_at_alpha_zero(gen):
     expected = ELBOTerms(log_lik, kl_diag_normal(mu, logvar), 4.0).mean().objective
     torch.testing.assert_close(terms.objective, expected, rtol=1e-12, atol=1e-12)
     assert terms.kl.shape == (8,) and terms.divergence.dim() == 0
-    assert set(terms.as_dict()) == {"reconstruction", "kl", "divergence", "objective"}
+    assert set(terms.as_dict()) == {"reconstruction", "kl", "elbo", "divergence", "objective"}
+    assert terms.as_dict()["elbo"] == pytest.approx(float((log_lik - terms.kl).mean()))
 
 
 @pytest.mark.parametrize("divergence", ["kl", "mmd"])
@@ -643,3 +650,409 @@ def test_bad_input_names_the_argument(index):
     call, error, name = _bad_calls()[index]
     with pytest.raises(error, match=name):
         call()
+
+
+# --- ensembles: leading member axes --------------------------------------------------------
+
+
+def _members(gen, m=3, b=6, d=2):
+    """``log_lik (M, B)``, ``z, mu, logvar (M, B, d)`` for ``M`` models of one minibatch."""
+    mu, logvar = randn(gen, m, b, d), randn(gen, m, b, d) - 1
+    z = mu + torch.exp(0.5 * logvar) * randn(gen, m, b, d)
+    return randn(gen, m, b), z, mu, logvar
+
+
+def test_batched_kl_to_prior_equals_a_loop_over_members(gen):
+    _, z, mu, logvar = _members(gen)
+    aniso = anisotropic_gaussian(torch.tensor([0.5, 1.5], dtype=F64))
+    batched = kl_to_prior(mu, logvar, aniso)
+    loop = torch.stack([kl_to_prior(mu[m], logvar[m], aniso) for m in range(3)])
+    assert batched.shape == (3, 6)
+    torch.testing.assert_close(batched, loop, rtol=1e-12, atol=1e-12)
+    prior = student_t(2, 3.0)
+    z_many = mu + torch.exp(0.5 * logvar) * randn(gen, 5, 3, 6, 2)  # (S, M, B, d)
+    for samples in (z, z_many):
+        batched = kl_to_prior(mu, logvar, prior, z=samples, method="mc")
+        loop = torch.stack(
+            [
+                kl_to_prior(mu[m], logvar[m], prior, z=samples[..., m, :, :], method="mc")
+                for m in range(3)
+            ]
+        )
+        assert batched.shape == (3, 6)
+        torch.testing.assert_close(batched, loop, rtol=1e-12, atol=1e-12)
+
+
+def test_batched_inclusive_kl_and_mmd_equal_loops_over_members_with_shared_prior_draws(gen):
+    _, z, mu, logvar = _members(gen)
+    prior = gaussian_mixture_2d()
+    zp = prior.sample(40, gen, dtype=F64)
+    batched = inclusive_kl_aggregate(zp, mu, logvar, prior)
+    loop = torch.stack([inclusive_kl_aggregate(zp, mu[m], logvar[m], prior) for m in range(3)])
+    assert batched.shape == (3,)
+    torch.testing.assert_close(batched, loop, rtol=1e-12, atol=1e-12)
+    assert loop.std().item() > 1e-3  # the members really differ
+    y = randn(gen, 7, 2)
+    for scales in (MMD_SCALES, (0.5, 3.0)):
+        batched = mmd_imq(z, y, scales=scales)
+        loop = torch.stack([mmd_imq(z[m], y, scales=scales) for m in range(3)])
+        assert batched.shape == (3,)
+        torch.testing.assert_close(batched, loop, rtol=1e-12, atol=1e-12)
+        assert loop.std().item() > 1e-6
+
+
+@pytest.mark.parametrize("divergence", ["kl", "mmd"])
+def test_batched_decomposition_objective_with_per_member_weights_equals_a_loop(gen, divergence):
+    log_lik, z, mu, logvar = _members(gen)
+    prior = student_t(2, 4.0)  # Monte Carlo KL through z
+    zp = prior.sample(9, gen, dtype=F64)
+    alpha = torch.tensor([0.0, 1.5, 3.0], dtype=F64)
+    beta = torch.tensor([0.5, 1.0, 4.0], dtype=F64)
+    kw = dict(divergence=divergence, prior_samples=zp)
+    terms = decomposition_objective(log_lik, z, mu, logvar, prior, alpha=alpha, beta=beta, **kw)
+    loop = [
+        decomposition_objective(
+            log_lik[m],
+            z[m],
+            mu[m],
+            logvar[m],
+            prior,
+            alpha=alpha[m].item(),
+            beta=beta[m].item(),
+            **kw,
+        )
+        for m in range(3)
+    ]
+    assert terms.reconstruction.shape == terms.kl.shape == (3, 6)
+    assert terms.divergence.shape == terms.objective.shape == terms.elbo.shape == (3,)
+    for name in ("reconstruction", "kl", "divergence", "objective", "elbo"):
+        expected = torch.stack([getattr(t, name) for t in loop])
+        torch.testing.assert_close(getattr(terms, name), expected, rtol=1e-12, atol=1e-12)
+    assert terms.mean() is terms
+    values = terms.as_dict()
+    assert set(values) == {"reconstruction", "kl", "elbo", "divergence", "objective"}
+    for name, value in values.items():
+        assert isinstance(value, np.ndarray) and value.shape == (3,)
+        np.testing.assert_allclose(value, [t.as_dict()[name] for t in loop], rtol=1e-12)
+    # drawing the prior samples from a generator: one shared draw of B samples
+    drawn = decomposition_objective(
+        log_lik,
+        z,
+        mu,
+        logvar,
+        prior,
+        alpha=alpha,
+        beta=beta,
+        divergence=divergence,
+        generator=torch.Generator().manual_seed(4),
+    )
+    shared = prior.sample(6, torch.Generator().manual_seed(4), dtype=F64)
+    again = decomposition_objective(
+        log_lik,
+        z,
+        mu,
+        logvar,
+        prior,
+        alpha=alpha,
+        beta=beta,
+        divergence=divergence,
+        prior_samples=shared,
+    )
+    torch.testing.assert_close(drawn.objective, again.objective, rtol=1e-12, atol=1e-12)
+
+
+# --- StructuredVAE -------------------------------------------------------------------------
+
+SHAPE = (5,)
+
+
+def _vae(seed=0, d=2, **kwargs):
+    """A small float64 MLP VAE ``(n, 5) -> (n, d) -> (n, 5)``."""
+    with seeded(seed):
+        encoder = mlp_encoder(SHAPE, [8], d, "tanh")
+        decoder = mlp_decoder(d, [8], SHAPE, "tanh")
+    return VAE(encoder, decoder, **kwargs).double()
+
+
+def _ensemble(members=3, d=2):
+    """A float64 ensemble of ``members`` VAEs with the architecture of :func:`_vae`; β = 1
+    (StructuredVAE has its own β)."""
+    return EnsembleVAE(members, SHAPE, [8], d, [8], betas=1.0, activation="tanh").double()
+
+
+def _by_hand(vae, prior, x, seed, **kwargs):
+    """Objective (7) of ``vae`` with noise then prior draws from one generator seeded ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    mu, logvar = vae.encode(x)
+    z = sample_diag_normal(mu, logvar, generator=g)
+    out = vae.decode(z)
+    width = math.prod(SHAPE)
+    log_lik = reconstruction_log_likelihood(
+        x.expand(*mu.shape[:-1], width).reshape(-1, width),
+        out.reshape(-1, width),
+        vae.likelihood,
+        vae.log_gamma,
+    ).reshape(mu.shape[:-1])
+    return decomposition_objective(log_lik, z, mu, logvar, prior, generator=g, **kwargs)
+
+
+def _assert_same_terms(terms, expected, rtol=1e-12, atol=1e-12):
+    for name in ("reconstruction", "kl", "divergence", "objective"):
+        torch.testing.assert_close(
+            getattr(terms, name), getattr(expected, name), rtol=rtol, atol=atol
+        )
+
+
+@pytest.mark.parametrize(
+    ("divergence", "prior"),
+    [
+        ("kl", gaussian_mixture_2d()),
+        ("mmd", gaussian_mixture_2d()),
+        ("kl", student_t(2, 3.0)),
+        ("mmd", anisotropic_gaussian(torch.tensor([0.4, 1.6]))),
+    ],
+)
+def test_structured_vae_terms_equal_objective_7_computed_by_hand(gen, divergence, prior):
+    vae, x = _vae(), randn(gen, 10, 5)
+    model = StructuredVAE(vae, prior, alpha=2.0, beta=0.5, divergence=divergence, n_prior_samples=7)
+    terms = model.terms(x, torch.Generator().manual_seed(3))
+    expected = _by_hand(
+        vae, prior, x, 3, alpha=2.0, beta=0.5, divergence=divergence, n_prior_samples=7
+    )
+    _assert_same_terms(terms, expected)
+    assert terms.reconstruction.shape == terms.kl.shape == (10,)
+    assert terms.objective.dim() == 0
+    assert terms.alpha == 2.0 and terms.beta == 0.5
+    # the reconstruction is the base VAE's own, from the same noise
+    own = vae.terms(x, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(terms.reconstruction, own.reconstruction, rtol=1e-12, atol=1e-12)
+    # the prior draws come from the generator: another seed gives another divergence
+    other = model.terms(x, torch.Generator().manual_seed(4))
+    assert abs(other.divergence.item() - terms.divergence.item()) > 1e-8
+    terms.objective.backward()
+    grads = [p.grad for p in vae.parameters()]
+    assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+    assert sum(g.abs().sum().item() for g in grads) > 0
+
+
+def test_structured_vae_at_alpha_zero_with_a_standard_prior_is_the_beta_vae(gen):
+    vae, x = _vae(beta=3.0), randn(gen, 10, 5)
+    model = StructuredVAE(vae, isotropic_gaussian(2), alpha=0.0, beta=3.0)
+    terms = model.terms(x, torch.Generator().manual_seed(1))
+    expected = vae.terms(x, torch.Generator().manual_seed(1)).mean()
+    torch.testing.assert_close(terms.objective, expected.objective, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(terms.elbo, expected.elbo, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("divergence", ["kl", "mmd"])
+def test_structured_vae_over_an_ensemble_matches_its_members(gen, divergence):
+    ensemble, x = _ensemble(), randn(gen, 10, 5)
+    prior = student_t(2, 3.0)
+    alpha, beta = (0.0, 1.0, 2.5), (0.5, 1.0, 4.0)
+    model = StructuredVAE(ensemble, prior, alpha=alpha, beta=beta, divergence=divergence)
+    terms = model.terms(x, torch.Generator().manual_seed(2))
+    assert terms.reconstruction.shape == terms.kl.shape == (3, 10)
+    assert terms.divergence.shape == terms.objective.shape == (3,)
+    values = terms.as_dict()
+    assert all(isinstance(v, np.ndarray) and v.shape == (3,) for v in values.values())
+    # By hand: the ensemble's noise is one (M, B, d) draw, then B prior draws shared by all
+    # members, with per-member α and β.
+    weights = dict(alpha=torch.tensor(alpha, dtype=F64), beta=torch.tensor(beta, dtype=F64))
+    expected = _by_hand(ensemble, prior, x, 2, divergence=divergence, **weights)
+    _assert_same_terms(terms, expected)
+    # Member m is the single VAE ensemble.member(m) with α_m, β_m, fed the m-th block of the
+    # ensemble's noise and the shared prior draws. (A single model run with the same seed is
+    # not a fair reference, not even for member 0: torch's CPU randn fills tensors of >= 16
+    # elements in blocks of 16 and redraws the tail, so the first (B, d) block of an (M, B, d)
+    # draw equals a (B, d) draw only when B d is a multiple of 16.)
+    g = torch.Generator().manual_seed(2)
+    eps = torch.randn(3, 10, 2, generator=g, dtype=F64)
+    zp = prior.sample(10, g, dtype=F64)
+    for m in range(3):
+        vae = ensemble.member(m)
+        mu, logvar = vae.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * eps[m]
+        log_lik = reconstruction_log_likelihood(x, vae.decode(z), vae.likelihood, vae.log_gamma)
+        single = decomposition_objective(
+            log_lik,
+            z,
+            mu,
+            logvar,
+            prior,
+            alpha=alpha[m],
+            beta=beta[m],
+            divergence=divergence,
+            prior_samples=zp,
+        )
+        for name in ("reconstruction", "kl", "divergence", "objective"):
+            torch.testing.assert_close(
+                getattr(terms, name)[m], getattr(single, name), rtol=1e-10, atol=1e-10
+            )
+    assert terms.objective.std().item() > 1e-3  # the members really differ
+
+
+def test_structured_vae_ensemble_trains_with_fit(gen):
+    ensemble = EnsembleVAE(2, SHAPE, [8], 2, [8], betas=1.0, activation="tanh")
+    model = StructuredVAE(ensemble, student_t(2, 3.0), alpha=(0.5, 2.0), beta=(1.0, 2.0))
+    data = randn(gen, 40, 5).float()
+    history = fit(model, data, epochs=3, batch_size=20, progress=False, device="cpu")
+    assert len(history) == 3
+    assert set(history.terms) == {"reconstruction", "kl", "elbo", "divergence", "objective"}
+    assert all(v.shape == (2,) and np.isfinite(v).all() for v in history.final().values())
+
+
+# --- StructuredVAE: learned Gaussian prior variances --------------------------------------
+
+
+def test_structured_vae_learned_prior_variances_start_at_the_prior_and_sum_to_d(gen):
+    variances = torch.tensor([0.25, 0.75, 2.0], dtype=F64)  # sums to d = 3
+    prior = anisotropic_gaussian(variances)
+    with seeded(0):
+        vae = VAE(mlp_encoder(SHAPE, [8], 3, "tanh"), mlp_decoder(3, [8], SHAPE, "tanh"))
+    model = StructuredVAE(vae, prior, beta=2.0, learn_prior_variances=True)
+    start = model.prior_variances().detach().clone()
+    torch.testing.assert_close(start.double(), variances, rtol=1e-6, atol=1e-6)
+    # at the start the model is the fixed-prior β-VAE (α = 0) with that prior
+    data = randn(gen, 64, 5).float()
+    fixed = StructuredVAE(vae, prior, beta=2.0)
+    terms = model.terms(data, torch.Generator().manual_seed(0))
+    expected = fixed.terms(data, torch.Generator().manual_seed(0))
+    for name in ("reconstruction", "kl", "objective"):
+        torch.testing.assert_close(getattr(terms, name), getattr(expected, name))
+    assert terms.divergence.shape == () and terms.divergence.item() == 0.0
+    terms.objective.backward()
+    grad = model.prior_logits.grad
+    assert grad is not None and bool(torch.isfinite(grad).all()) and grad.abs().sum().item() > 0
+    model.zero_grad()
+    history = fit(model, data, epochs=20, lr=5e-2, progress=False, device="cpu")
+    assert {"divergence", "elbo"} <= set(history.terms) and len(history) == 20
+    learned = model.prior_variances().detach()
+    assert learned.shape == (3,) and bool((learned > 0).all())
+    assert learned.sum().item() == pytest.approx(3.0, rel=1e-5)
+    assert (learned - start).abs().max().item() > 1e-2
+    np.testing.assert_allclose(prior.variances.numpy(), variances.numpy())  # prior untouched
+
+
+def test_structured_vae_ensemble_learns_one_set_of_prior_variances_per_member(gen):
+    ensemble = EnsembleVAE(3, SHAPE, [8], 2, [8], betas=1.0, activation="tanh")
+    variances = torch.tensor([0.5, 1.5], dtype=F64)
+    model = StructuredVAE(
+        ensemble, anisotropic_gaussian(variances), beta=(0.5, 1.0, 4.0), learn_prior_variances=True
+    )
+    start = model.prior_variances().detach().clone()
+    assert start.shape == (3, 2)
+    torch.testing.assert_close(start.double(), variances.expand(3, 2), rtol=1e-6, atol=1e-6)
+    history = fit(
+        model, randn(gen, 30, 5).float(), epochs=10, lr=5e-2, progress=False, device="cpu"
+    )
+    assert history["kl"][-1].shape == (3,)
+    learned = model.prior_variances().detach()
+    torch.testing.assert_close(learned.sum(-1), torch.full((3,), 2.0), rtol=1e-5, atol=1e-5)
+    assert bool(((learned - start).abs().amax(-1) > 1e-2).all())
+
+
+def test_structured_vae_learns_prior_variances_of_a_float64_model(gen):
+    model = StructuredVAE(_vae(d=2), isotropic_gaussian(2), learn_prior_variances=True)
+    history = fit(model, randn(gen, 20, 5), epochs=2, lr=5e-2, progress=False, device="cpu")
+    assert len(history) == 2
+    assert model.prior_logits.dtype == F64
+    assert model.prior_variances().sum().item() == pytest.approx(2.0, rel=1e-12)
+
+
+# --- StructuredVAE: bad input ---------------------------------------------------------------
+
+
+def _structured_bad_calls():
+    p = isotropic_gaussian(2)
+    z, mu, lv = torch.zeros(3, 4, 2), torch.zeros(3, 4, 2), torch.zeros(3, 4, 2)
+    return [
+        (lambda: StructuredVAE(_vae(), "normal"), TypeError, "prior"),
+        (lambda: StructuredVAE(torch.nn.Linear(2, 2), p), TypeError, "base"),
+        (lambda: StructuredVAE(_vae(), p, alpha=-1.0), ValueError, "alpha"),
+        (lambda: StructuredVAE(_vae(), p, beta=-0.5), ValueError, "beta"),
+        (lambda: StructuredVAE(_ensemble(3), p, beta=[1.0, 2.0]), ValueError, "beta"),
+        (lambda: StructuredVAE(_ensemble(3), p, alpha=[1.0, -1.0, 0.0]), ValueError, "alpha"),
+        (lambda: StructuredVAE(_vae(), p, alpha=[1.0, 2.0]), ValueError, "alpha"),
+        (
+            lambda: StructuredVAE(_vae(), student_t(2, 3.0), learn_prior_variances=True),
+            ValueError,
+            "Gaussian",
+        ),
+        (
+            lambda: StructuredVAE(_vae(), p, alpha=1.0, learn_prior_variances=True),
+            ValueError,
+            "alpha",
+        ),
+        (lambda: StructuredVAE(_vae(), p, divergence="js"), ValueError, "divergence"),
+        (lambda: StructuredVAE(_vae(), p, n_prior_samples=0), ValueError, "n_prior_samples"),
+        (
+            lambda: decomposition_objective(
+                torch.zeros(3, 4), z, mu, lv, p, alpha=torch.ones(2), beta=1.0
+            ),
+            ValueError,
+            "alpha",
+        ),
+        (
+            lambda: decomposition_objective(
+                torch.zeros(4), z[0], mu[0], lv[0], p, alpha=torch.ones(3), beta=1.0
+            ),
+            ValueError,
+            "alpha",
+        ),
+        (
+            lambda: decomposition_objective(
+                torch.zeros(3, 4), z, mu, lv, p, alpha=1.0, beta=torch.tensor([1.0, -1.0, 1.0])
+            ),
+            ValueError,
+            "beta",
+        ),
+        (
+            lambda: decomposition_objective(torch.zeros(3, 5), z, mu, lv, p, alpha=1.0, beta=1.0),
+            ValueError,
+            "log_lik",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_structured_bad_calls())))
+def test_structured_vae_bad_input_names_the_argument(index):
+    call, error, name = _structured_bad_calls()[index]
+    with pytest.raises(error, match=name):
+        call()
+
+
+# --- log_aggregate_posterior and StructuredVAE edge cases ------------------------------------
+
+
+def test_log_aggregate_posterior_is_the_log_of_the_mixture_density(gen):
+    mu, logvar, z = randn(gen, 6, 2), randn(gen, 6, 2) - 1, randn(gen, 7, 2)
+    density = np.zeros(7)
+    for m, v in zip(mu.numpy(), logvar.exp().numpy(), strict=True):
+        density += stats.multivariate_normal(m, np.diag(v)).pdf(z.numpy()) / 6
+    np.testing.assert_allclose(log_aggregate_posterior(z, mu, logvar).numpy(), np.log(density))
+    batched = log_aggregate_posterior(z, torch.stack([mu, mu + 1]), torch.stack([logvar] * 2))
+    assert batched.shape == (2, 7)
+    torch.testing.assert_close(batched[1], log_aggregate_posterior(z, mu + 1, logvar))
+    with pytest.raises(ValueError, match="z"):
+        log_aggregate_posterior(torch.zeros(7, 3), mu, logvar)
+    with pytest.raises(ValueError, match="logvar"):
+        log_aggregate_posterior(z, mu, logvar[:3])
+
+
+def test_structured_vae_learned_prior_needs_variances_summing_to_d():
+    with pytest.raises(ValueError, match="sum"):
+        StructuredVAE(_vae(), isotropic_gaussian(2, 0.5), learn_prior_variances=True)
+    with pytest.raises(ValueError, match="mc"):
+        StructuredVAE(_vae(), isotropic_gaussian(2), kl="mc", learn_prior_variances=True)
+
+
+def test_structured_vae_ensemble_accepts_one_batch_per_member(gen):
+    ensemble = _ensemble(3)
+    model = StructuredVAE(ensemble, isotropic_gaussian(2), beta=[0.5, 1.0, 2.0])
+    x = randn(gen, 3, 4, *SHAPE)
+    per_member = model.terms(x, torch.Generator().manual_seed(0))
+    shared = model.terms(x[1], torch.Generator().manual_seed(0))
+    assert per_member.reconstruction.shape == (3, 4)
+    torch.testing.assert_close(per_member.kl[1], shared.kl[1])
+    torch.testing.assert_close(per_member.reconstruction[1], shared.reconstruction[1])
+    assert not torch.allclose(per_member.kl[0], shared.kl[0])

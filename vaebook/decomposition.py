@@ -34,9 +34,11 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from scipy import integrate
 from torch import distributions as td
+from torch import nn
 
 from .checks import as_tensor, check_choice, check_positive, check_positive_int
 from .gaussian import (
@@ -46,7 +48,9 @@ from .gaussian import (
     kl_diag_normal,
     kl_normal,
     log_normal_diag,
+    sample_diag_normal,
 )
+from .objectives import _plain, reconstruction_log_likelihood
 
 __all__ = [
     "MMD_SCALES",
@@ -56,6 +60,7 @@ __all__ = [
     "MonteCarloEstimate",
     "Prior",
     "SpikeAndSlabPrior",
+    "StructuredVAE",
     "StudentTPrior",
     "Theorem1Terms",
     "aggregate_entropy_reference",
@@ -70,6 +75,7 @@ __all__ = [
     "isotropic_gaussian",
     "kl_full_to_prior",
     "kl_to_prior",
+    "log_aggregate_posterior",
     "minibatch_log_aggregate_density",
     "minibatch_weighted_entropy",
     "mmd_imq",
@@ -648,9 +654,11 @@ def kl_to_prior(mu, logvar, prior: Prior, *, z=None, method: str = "auto") -> to
 
     Parameters
     ----------
-    mu, logvar : tensors ``(n, d)``.
+    mu, logvar : tensors ``(n, d)``, or ``(M, n, d)`` for an ensemble of ``M`` encoders
+        (any leading axes are kept).
     prior : :class:`Prior`.
-    z : tensor ``(S, n, d)`` or ``(n, d)`` of samples of ``q(z|x)``, for ``method="mc"``.
+    z : samples of ``q(z|x)`` of the shape of ``mu``, or ``(S, *mu.shape)``, for
+        ``method="mc"``.
     method : ``"analytic"`` (Gaussian priors only: :func:`vaebook.gaussian.kl_diag_normal`),
         ``"mc"`` (``-H[q] - mean_s log p(z_s)``: exact entropy, Monte Carlo cross-entropy;
         unbiased, and differentiable through reparameterised ``z``), or ``"auto"`` (analytic
@@ -658,10 +666,10 @@ def kl_to_prior(mu, logvar, prior: Prior, *, z=None, method: str = "auto") -> to
 
     Returns
     -------
-    tensor ``(n,)``.
+    tensor ``mu.shape[:-1]``, e.g. ``(n,)``.
     """
     check_choice(method, "method", _KL_METHODS)
-    mu, logvar = _encoder(mu, logvar, prior)
+    mu, logvar = _encoder(mu, logvar, prior, batched=True)
     if method == "auto":
         method = "analytic" if prior.is_gaussian else "mc"
     if method == "analytic":
@@ -711,18 +719,45 @@ def inclusive_kl_aggregate(prior_samples, mu, logvar, prior: Prior) -> torch.Ten
     Parameters
     ----------
     prior_samples : tensor ``(M, d)``, draws of ``p(z)``.
-    mu, logvar : tensors ``(B, d)``, the minibatch's encoders.
+    mu, logvar : tensors ``(B, d)``, the minibatch's encoders, or ``(..., B, d)`` for
+        several models at once (e.g. an ensemble), each with its own aggregate posterior.
     prior : :class:`Prior`.
 
     Returns
     -------
-    0-dim tensor.
+    tensor ``mu.shape[:-2]`` (0-dim for one model).
     """
-    mu, logvar = _encoder(mu, logvar, prior)
+    mu, logvar = _encoder(mu, logvar, prior, batched=True)
     zp = _prior_samples(prior_samples, mu)
-    log_q = log_normal_diag(zp.unsqueeze(1), mu, logvar)  # (M, B)
-    log_q_agg = torch.logsumexp(log_q, 1) - math.log(mu.shape[0])
-    return (prior.log_prob(zp) - log_q_agg).mean()
+    return (prior.log_prob(zp) - log_aggregate_posterior(zp, mu, logvar)).mean(-1)
+
+
+def log_aggregate_posterior(z, mu, logvar) -> torch.Tensor:
+    r"""The log-density of the aggregate posterior of ``B`` Gaussian encoders at points ``z``:
+    :math:`\log \frac1B \sum_{i=1}^B \mathcal N(z; \mu_i, \mathrm{diag}\,e^{\mathrm{logvar}_i})`.
+
+    Parameters
+    ----------
+    z : tensor ``(P, d)``, the points (e.g. a plotting grid or prior draws).
+    mu, logvar : tensors ``(B, d)``, or ``(..., B, d)`` for several models at once.
+
+    Returns
+    -------
+    tensor ``(..., P)``.
+    """
+    mu = as_tensor(mu, "mu")
+    logvar = as_tensor(logvar, "logvar", like=mu)
+    z = as_tensor(z, "z", like=mu)
+    if mu.dim() < 2 or logvar.shape != mu.shape:
+        raise ValueError(
+            f"mu and logvar must both be (..., B, d), got {tuple(mu.shape)} and "
+            f"{tuple(logvar.shape)}"
+        )
+    if z.dim() != 2 or z.shape[1] != mu.shape[-1]:
+        raise ValueError(f"z must be (P, {mu.shape[-1]}), got {tuple(z.shape)}")
+    # (..., P, B): log q(z_p | x_i) for every point p and example i
+    log_q = log_normal_diag(z.unsqueeze(-2), mu.unsqueeze(-3), logvar.unsqueeze(-3))
+    return torch.logsumexp(log_q, -1) - math.log(mu.shape[-2])
 
 
 def mmd_imq(x, y, *, scales=MMD_SCALES) -> torch.Tensor:
@@ -742,33 +777,39 @@ def mmd_imq(x, y, *, scales=MMD_SCALES) -> torch.Tensor:
 
     Parameters
     ----------
-    x : tensor ``(m, d)``, ``m ≥ 2``; y : tensor ``(n, d)``, ``n ≥ 2``.
+    x : tensor ``(m, d)``, ``m ≥ 2``; y : tensor ``(n, d)``, ``n ≥ 2``. Leading axes
+        ``(..., m, d)`` compare several sample sets at once (they broadcast between ``x``
+        and ``y``, e.g. an ensemble's codes ``(M, m, d)`` against shared prior draws).
     scales : non-empty sequence of positive numbers.
 
     Returns
     -------
-    0-dim tensor.
+    tensor of the broadcast leading shape (0-dim for two plain samples).
     """
     x = as_tensor(x, "x")
     y = as_tensor(y, "y", like=x)
     for t, name in ((x, "x"), (y, "y")):
-        if t.dim() != 2 or t.shape[0] < 2:
+        if t.dim() < 2 or t.shape[-2] < 2:
             raise ValueError(f"{name} must be (m, d) with m >= 2, got {tuple(t.shape)}")
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"y has dimension {y.shape[1]} but x has {x.shape[1]}")
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"y has dimension {y.shape[-1]} but x has {x.shape[-1]}")
     if isinstance(scales, (str, bytes)) or not hasattr(scales, "__len__") or len(scales) == 0:
         raise TypeError("scales must be a non-empty sequence of positive numbers")
-    consts = [2 * x.shape[1] * check_positive(s, "scales") for s in scales]
-    m, n = x.shape[0], y.shape[0]
+    consts = [2 * x.shape[-1] * check_positive(s, "scales") for s in scales]
+    m, n = x.shape[-2], y.shape[-2]
 
     def kernel(a, b):
-        sq = ((a.unsqueeze(1) - b.unsqueeze(0)) ** 2).sum(-1)
+        sq = ((a.unsqueeze(-2) - b.unsqueeze(-3)) ** 2).sum(-1)
         return sum(c / (c + sq) for c in consts)
 
-    kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
-    off = kxx.sum() - kxx.diagonal().sum()
-    off_y = kyy.sum() - kyy.diagonal().sum()
-    return off / (m * (m - 1)) + off_y / (n * (n - 1)) - 2 * kxy.mean()
+    def off_diagonal_sum(k):
+        return k.sum((-2, -1)) - k.diagonal(dim1=-2, dim2=-1).sum(-1)
+
+    return (
+        off_diagonal_sum(kernel(x, x)) / (m * (m - 1))
+        + off_diagonal_sum(kernel(y, y)) / (n * (n - 1))
+        - 2 * kernel(x, y).mean((-2, -1))
+    )
 
 
 # --- objective (7) -----------------------------------------------------------------------
@@ -780,40 +821,55 @@ _DIVERGENCES = ("kl", "mmd")
 class DecompositionTerms:
     """The terms of objective (7) on a minibatch.
 
-    ``reconstruction`` ``(B,)``: estimates of ``E_q log p(x|z)``; ``kl`` ``(B,)``:
-    ``KL(q(z|x) || p(z))``; ``divergence``: 0-dim ``D(q(z), p(z))``; ``alpha``, ``beta``.
+    For one model: ``reconstruction`` ``(B,)``, estimates of ``E_q log p(x|z)``; ``kl``
+    ``(B,)``, ``KL(q(z|x) || p(z))``; ``divergence``, 0-dim ``D(q(z), p(z))``; ``alpha`` and
+    ``beta``, floats. For an ensemble of ``M`` models every field gains a leading axis:
+    ``(M, B)``, ``(M, B)``, ``(M,)``, and ``alpha``/``beta`` are floats or tensors ``(M,)``.
+    The example axis is always the last axis of ``reconstruction`` and ``kl``.
     """
 
     reconstruction: torch.Tensor
     kl: torch.Tensor
     divergence: torch.Tensor
-    alpha: float
-    beta: float
+    alpha: float | torch.Tensor
+    beta: float | torch.Tensor
 
     @property
     def reconstruction_mean(self) -> torch.Tensor:
-        """Mean reconstruction log-likelihood over the minibatch."""
-        return self.reconstruction.mean()
+        """Mean reconstruction log-likelihood over the minibatch (the last axis)."""
+        return self.reconstruction.mean(-1)
 
     @property
     def kl_mean(self) -> torch.Tensor:
-        """Mean ``KL(q(z|x) || p(z))`` over the minibatch."""
-        return self.kl.mean()
+        """Mean ``KL(q(z|x) || p(z))`` over the minibatch (the last axis)."""
+        return self.kl.mean(-1)
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        """``mean rec - mean KL``: the minibatch ELBO under the prior ``p(z)``."""
+        return self.reconstruction_mean - self.kl_mean
 
     @property
     def objective(self) -> torch.Tensor:
         """``mean rec - β mean KL - α D``: eq. (7) averaged over the minibatch (maximise)."""
         return self.reconstruction_mean - self.beta * self.kl_mean - self.alpha * self.divergence
 
-    def as_dict(self) -> dict[str, float]:
-        """Plain floats: reconstruction, kl, divergence, objective."""
+    def mean(self) -> DecompositionTerms:
+        """Itself: the objective is already a minibatch average (the interface of
+        :meth:`vaebook.objectives.ELBOTerms.mean`, which :func:`vaebook.train.fit` calls)."""
+        return self
+
+    def as_dict(self) -> dict[str, float | np.ndarray]:
+        """reconstruction, kl, elbo, divergence and objective as plain numbers: floats for one
+        model, float64 arrays ``(M,)`` for an ensemble."""
         values = {
             "reconstruction": self.reconstruction_mean,
             "kl": self.kl_mean,
+            "elbo": self.elbo,
             "divergence": self.divergence,
             "objective": self.objective,
         }
-        return {key: value.detach().item() for key, value in values.items()}
+        return {key: _plain(value) for key, value in values.items()}
 
 
 def decomposition_objective(
@@ -841,7 +897,7 @@ def decomposition_objective(
     z : tensor ``(B, d)``, one reparameterised sample of each ``q(z|x_i)``.
     mu, logvar : tensors ``(B, d)``, the encoders.
     prior : :class:`Prior`.
-    alpha, beta : floats ≥ 0.
+    alpha, beta : numbers ≥ 0 (or, for an ensemble, tensors ``(M,)`` of them).
     divergence : ``"kl"``: inclusive ``KL(p(z) || q(z))`` with the minibatch aggregate
         posterior (:func:`inclusive_kl_aggregate`, Appendix B); ``"mmd"``: unbiased MMD² with
         inverse multiquadratic kernels between ``z`` and prior draws (:func:`mmd_imq`).
@@ -853,15 +909,19 @@ def decomposition_objective(
     mmd_scales : the scales ``s`` of :func:`mmd_imq` (``C = 2 d s``), default
         ``MMD_SCALES = (0.1, 0.2, 0.5, 1, 2, 5, 10)``.
 
+    An ensemble of ``M`` models is evaluated at once by giving ``log_lik`` ``(M, B)`` and
+    ``z``, ``mu``, ``logvar`` ``(M, B, d)``: every member gets its own terms, against the
+    same prior draws.
+
     Returns
     -------
     :class:`DecompositionTerms`.
     """
-    alpha = check_positive(alpha, "alpha", allow_zero=True)
-    beta = check_positive(beta, "beta", allow_zero=True)
     check_choice(divergence, "divergence", _DIVERGENCES)
     check_choice(kl, "kl", _KL_METHODS)
-    mu, logvar = _encoder(mu, logvar, prior)
+    mu, logvar = _encoder(mu, logvar, prior, batched=True)
+    alpha = _weight(alpha, "alpha", mu)
+    beta = _weight(beta, "beta", mu)
     z = as_tensor(z, "z", like=mu)
     if z.shape != mu.shape:
         raise ValueError(f"z must have the shape of mu {tuple(mu.shape)}, got {tuple(z.shape)}")
@@ -870,7 +930,7 @@ def decomposition_objective(
         raise ValueError(f"kl='analytic' needs a Gaussian prior, got {prior!r}")
     kl_values = kl_to_prior(mu, logvar, prior, z=z, method=kl)
     if prior_samples is None:
-        m = mu.shape[0] if n_prior_samples is None else n_prior_samples
+        m = mu.shape[-2] if n_prior_samples is None else n_prior_samples
         m = check_positive_int(m, "n_prior_samples")
         prior_samples = prior.sample(m, generator, dtype=mu.dtype, device=mu.device)
     if divergence == "kl":
@@ -878,6 +938,156 @@ def decomposition_objective(
     else:
         div = mmd_imq(z, _prior_samples(prior_samples, mu), scales=mmd_scales)
     return DecompositionTerms(log_lik, kl_values, div, alpha, beta)
+
+
+class StructuredVAE(nn.Module):
+    r"""A VAE (or an ensemble of them) trained with objective (7) under a chosen prior.
+
+    The encoder and decoder are those of ``base``; this module replaces its standard normal
+    prior and its β-VAE objective by ``prior`` and :math:`\mathcal L_{\alpha,\beta}`, and
+    :func:`vaebook.train.fit` trains it like any other model of the book.
+
+    Parameters
+    ----------
+    base : :class:`vaebook.nets.VAE`, or ``vaebook.ensemble.EnsembleVAE`` for ``M`` models
+        trained at once (same mini-batches, independent weights). Its encoder, decoder,
+        likelihood and decoder variance are used; its own β is ignored.
+    prior : :class:`Prior` with ``dim`` equal to the latent dimension.
+    alpha, beta : numbers ≥ 0, or for an ensemble ``M`` numbers (one per member).
+    divergence : ``"kl"`` or ``"mmd"``, the :math:`\mathbb D` of (7)
+        (see :func:`decomposition_objective`).
+    kl : ``"auto"``, ``"analytic"`` or ``"mc"``, how ``KL(q(z|x) || p(z))`` is computed.
+    learn_prior_variances : for a Gaussian prior whose variances sum to ``d`` (e.g. from
+        :func:`pca_variances`): learn its variances with the model (§6.1, "learned
+        anisotropic prior"), starting from ``prior.variances``, with the total variance held
+        at ``d``: ``variances = d softmax(logits)``. Each ensemble member learns its own.
+        Needs every ``alpha`` to be 0; the KL is then analytic.
+    n_prior_samples : prior draws per step for :math:`\mathbb D` (default: the batch size).
+
+    Notes
+    -----
+    :meth:`terms` draws one reparameterised ``z`` per example (and member) and then the prior
+    samples, both from the generator it is given.
+    """
+
+    def __init__(
+        self,
+        base: nn.Module,
+        prior: Prior,
+        *,
+        alpha=0.0,
+        beta=1.0,
+        divergence: str = "kl",
+        kl: str = "auto",
+        learn_prior_variances: bool = False,
+        n_prior_samples: int | None = None,
+    ):
+        super().__init__()
+        if not all(hasattr(base, name) for name in ("encode", "decode", "likelihood")):
+            raise TypeError(
+                "base must be a vaebook.nets.VAE or vaebook.ensemble.EnsembleVAE, "
+                f"got {type(base).__name__}"
+            )
+        if not isinstance(prior, Prior):
+            raise TypeError(
+                f"prior must be a vaebook.decomposition.Prior, got {type(prior).__name__}"
+            )
+        self.base = base
+        self.prior = prior
+        self.members = getattr(base, "members", None)
+        shape = () if self.members is None else (self.members,)
+        dtype = next(base.parameters()).dtype
+        self.register_buffer("alpha", _model_weights(alpha, "alpha", shape).to(dtype))
+        self.register_buffer("beta", _model_weights(beta, "beta", shape).to(dtype))
+        self.divergence = check_choice(divergence, "divergence", _DIVERGENCES)
+        self.kl = check_choice(kl, "kl", _KL_METHODS)
+        if n_prior_samples is not None:
+            check_positive_int(n_prior_samples, "n_prior_samples")
+        self.n_prior_samples = n_prior_samples
+        self.prior_logits = None
+        if learn_prior_variances:
+            if not prior.is_gaussian:
+                raise ValueError(f"learn_prior_variances needs a Gaussian prior, got {prior!r}")
+            if bool((self.alpha != 0).any()):
+                raise ValueError("learn_prior_variances needs alpha = 0 (a β-VAE objective)")
+            if self.kl == "mc":
+                raise ValueError("learn_prior_variances uses the analytic KL; kl='mc' is not used")
+            total = prior.variances.sum().item()
+            if abs(total - prior.dim) > 1e-6 * prior.dim:
+                raise ValueError(
+                    f"learn_prior_variances holds the total prior variance at d = {prior.dim}; "
+                    f"the prior's variances sum to {total:.6g} (use pca_variances)"
+                )
+            logits = prior.log_variances.to(dtype).expand(*shape, prior.dim)
+            self.prior_logits = nn.Parameter(logits.clone())
+
+    def encode(self, x) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)`` of ``q(z|x)``: ``(n, d)``, or ``(M, n, d)`` for an ensemble."""
+        return self.base.encode(x)
+
+    def prior_variances(self) -> torch.Tensor:
+        """The Gaussian prior's variances: ``(d,)``, or ``(M, d)`` when learned in an ensemble."""
+        if self.prior_logits is not None:
+            return self.prior.dim * torch.softmax(self.prior_logits, -1)
+        if not self.prior.is_gaussian:
+            raise ValueError(f"the prior {self.prior!r} is not Gaussian")
+        return self.prior.variances.to(torch.get_default_dtype())
+
+    def terms(self, x, generator: torch.Generator | None = None) -> DecompositionTerms:
+        """:class:`DecompositionTerms` of the minibatch ``x`` (per member for an ensemble)."""
+        x = as_tensor(x, "x")
+        mu, logvar = self.base.encode(x)
+        z = sample_diag_normal(mu, logvar, generator=generator)
+        out = self.base.decode(z)
+        event_dims = out.dim() - (mu.dim() - 1)  # the axes of one example
+        target = x.to(out).flatten(start_dim=x.dim() - event_dims)  # (..., n, width)
+        width = target.shape[-1]
+        target = target.expand(*mu.shape[:-1], width)
+        log_lik = reconstruction_log_likelihood(
+            target.reshape(-1, width),
+            out.reshape(-1, width),
+            self.base.likelihood,
+            getattr(self.base, "log_gamma", 0.0),
+        ).reshape(mu.shape[:-1])
+        alpha = self.alpha if self.members is not None else float(self.alpha)
+        beta = self.beta if self.members is not None else float(self.beta)
+        if self.prior_logits is not None:
+            log_variances = math.log(self.prior.dim) + torch.log_softmax(self.prior_logits, -1)
+            kl = kl_diag_normal(mu, logvar, 0.0, log_variances.unsqueeze(-2))
+            return DecompositionTerms(log_lik, kl, torch.zeros_like(kl[..., 0]), alpha, beta)
+        return decomposition_objective(
+            log_lik,
+            z,
+            mu,
+            logvar,
+            self.prior,
+            alpha=alpha,
+            beta=beta,
+            divergence=self.divergence,
+            kl=self.kl,
+            generator=generator,
+            n_prior_samples=self.n_prior_samples,
+        )
+
+
+def _model_weights(value, name, shape) -> torch.Tensor:
+    """A number ≥ 0, or one per ensemble member, as a float tensor of ``shape``."""
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a number or a sequence of numbers, got {value!r}")
+    try:
+        values = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a number or a sequence of numbers") from err
+    if values.dim() == 0:
+        return torch.full(shape, check_positive(values.item(), name, allow_zero=True))
+    if values.shape != shape:
+        raise ValueError(
+            f"{name} must be a number or {shape[0] if shape else 1} numbers (one per member), "
+            f"got shape {tuple(values.shape)}"
+        )
+    for i, v in enumerate(values.reshape(-1).tolist()):
+        check_positive(v, f"{name}[{i}]", allow_zero=True)
+    return values
 
 
 # --- Appendix C: minibatch entropy estimators --------------------------------------------
@@ -1015,17 +1225,20 @@ def aggregate_entropy_reference(
 # --- shared argument checks --------------------------------------------------------------
 
 
-def _encoder(mu, logvar, prior):
+def _encoder(mu, logvar, prior, *, batched=False):
+    """Check ``mu``, ``logvar``: ``(n, d)``, or ``(..., n, d)`` when ``batched`` (ensembles)."""
     if not isinstance(prior, Prior):
         raise TypeError(f"prior must be a vaebook.decomposition.Prior, got {type(prior).__name__}")
     mu = as_tensor(mu, "mu")
     logvar = as_tensor(logvar, "logvar", like=mu)
-    if mu.dim() != 2 or logvar.shape != mu.shape:
+    rank_ok = mu.dim() >= 2 if batched else mu.dim() == 2
+    if not rank_ok or logvar.shape != mu.shape:
+        shape = "(..., n, d)" if batched else "(n, d)"
         raise ValueError(
-            f"mu and logvar must both be (n, d), got {tuple(mu.shape)} and {tuple(logvar.shape)}"
+            f"mu and logvar must both be {shape}, got {tuple(mu.shape)} and {tuple(logvar.shape)}"
         )
-    if mu.shape[1] != prior.dim:
-        raise ValueError(f"mu has latent dimension {mu.shape[1]} but the prior has {prior.dim}")
+    if mu.shape[-1] != prior.dim:
+        raise ValueError(f"mu has latent dimension {mu.shape[-1]} but the prior has {prior.dim}")
     return mu, logvar
 
 
@@ -1040,19 +1253,35 @@ def _pair_like(a, a_name, b, b_name):
     return a, b
 
 
+def _weight(value, name, mu):
+    """A number ≥ 0 as a float, or one per model (a tensor ``mu.shape[:-2]``) as a tensor."""
+    if isinstance(value, torch.Tensor) and value.dim() > 0:
+        if value.shape != mu.shape[:-2]:
+            raise ValueError(
+                f"{name} must be a number or a tensor {tuple(mu.shape[:-2])} (one per model), "
+                f"got shape {tuple(value.shape)}"
+            )
+        if not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
+            raise ValueError(f"{name} must be finite and >= 0, got {value.tolist()}")
+        return value.to(mu)
+    return check_positive(value, name, allow_zero=True)
+
+
 def _per_example(values, name, mu):
     values = as_tensor(values, name, like=mu)
-    if values.shape != mu.shape[:1]:
-        raise ValueError(f"{name} must have shape ({mu.shape[0]},), got {tuple(values.shape)}")
+    if values.shape != mu.shape[:-1]:
+        raise ValueError(
+            f"{name} must have shape {tuple(mu.shape[:-1])}, got {tuple(values.shape)}"
+        )
     return values
 
 
 def _samples(z, mu):
-    """``z`` of shape ``(n, d)`` or ``(S, n, d)`` as ``(S, n, d)``."""
+    """``z`` of the shape of ``mu`` or ``(S, *mu.shape)``, as ``(S, *mu.shape)``."""
     z = as_tensor(z, "z", like=mu)
     if z.shape == mu.shape:
         return z.unsqueeze(0)
-    if z.dim() == 3 and z.shape[1:] == mu.shape:
+    if z.dim() == mu.dim() + 1 and z.shape[1:] == mu.shape:
         return z
     raise ValueError(
         f"z must be {tuple(mu.shape)} or (S, *{tuple(mu.shape)}), got {tuple(z.shape)}"
@@ -1061,8 +1290,8 @@ def _samples(z, mu):
 
 def _prior_samples(samples, mu):
     samples = as_tensor(samples, "prior_samples", like=mu)
-    if samples.dim() != 2 or samples.shape[1] != mu.shape[1] or samples.shape[0] < 2:
+    if samples.dim() != 2 or samples.shape[1] != mu.shape[-1] or samples.shape[0] < 2:
         raise ValueError(
-            f"prior_samples must be (M, {mu.shape[1]}) with M >= 2, got {tuple(samples.shape)}"
+            f"prior_samples must be (M, {mu.shape[-1]}) with M >= 2, got {tuple(samples.shape)}"
         )
     return samples
