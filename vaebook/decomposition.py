@@ -799,7 +799,9 @@ def mmd_imq(x, y, *, scales=MMD_SCALES) -> torch.Tensor:
     m, n = x.shape[-2], y.shape[-2]
 
     def kernel(a, b):
-        sq = ((a.unsqueeze(-2) - b.unsqueeze(-3)) ** 2).sum(-1)
+        # squared distances as |a|² + |b|² - 2 a·b: memory (..., m, n), not (..., m, n, d)
+        sq = (a * a).sum(-1).unsqueeze(-1) + (b * b).sum(-1).unsqueeze(-2)
+        sq = (sq - 2 * a @ b.transpose(-1, -2)).clamp_min(0)
         return sum(c / (c + sq) for c in consts)
 
     def off_diagonal_sum(k):
