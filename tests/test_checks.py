@@ -10,6 +10,7 @@ from vaebook.checks import (
     as_tensor,
     check_choice,
     check_finite,
+    check_per_member,
     check_positive,
     check_positive_int,
     check_same_last_dim,
@@ -143,3 +144,26 @@ def test_check_same_last_dim_accepts_broadcastable_shapes():
 def test_check_same_last_dim_names_both_arguments(a, b, match):
     with pytest.raises(ValueError, match=match):
         check_same_last_dim(a, "a", b, "b")
+
+
+def test_check_per_member_broadcasts_a_number_and_keeps_a_sequence():
+    assert check_per_member(2, "beta", 3).tolist() == [2.0, 2.0, 2.0]
+    assert check_per_member([1.0, 0.0], "alpha", 2, allow_zero=True).tolist() == [1.0, 0.0]
+    single = check_per_member(0.5, "beta", None)
+    assert single.shape == () and single.dtype == torch.float64 and single.item() == 0.5
+
+
+@pytest.mark.parametrize(
+    ("value", "members", "kwargs", "error", "match"),
+    [
+        (0.0, 2, {}, ValueError, "beta must be > 0"),
+        ([1.0, -1.0], 2, {"allow_zero": True}, ValueError, r"beta\[1\] must be >= 0"),
+        ([1.0, 2.0], 3, {}, ValueError, "beta must be a number or 3 numbers"),
+        ([1.0, 2.0], None, {}, ValueError, "beta must be a number or 1 numbers"),
+        (True, 2, {}, TypeError, "beta must be a number"),
+        ([1.0, "a"], 2, {}, TypeError, "beta must be a number"),
+    ],
+)
+def test_check_per_member_rejects_bad_values(value, members, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        check_per_member(value, "beta", members, **kwargs)

@@ -645,13 +645,6 @@ def _bad_calls():
     ]
 
 
-@pytest.mark.parametrize("index", range(len(_bad_calls())))
-def test_bad_input_names_the_argument(index):
-    call, error, name = _bad_calls()[index]
-    with pytest.raises(error, match=name):
-        call()
-
-
 # --- ensembles: leading member axes --------------------------------------------------------
 
 
@@ -1014,13 +1007,6 @@ def _structured_bad_calls():
     ]
 
 
-@pytest.mark.parametrize("index", range(len(_structured_bad_calls())))
-def test_structured_vae_bad_input_names_the_argument(index):
-    call, error, name = _structured_bad_calls()[index]
-    with pytest.raises(error, match=name):
-        call()
-
-
 # --- log_aggregate_posterior and StructuredVAE edge cases ------------------------------------
 
 
@@ -1056,3 +1042,14 @@ def test_structured_vae_ensemble_accepts_one_batch_per_member(gen):
     torch.testing.assert_close(per_member.kl[1], shared.kl[1])
     torch.testing.assert_close(per_member.reconstruction[1], shared.reconstruction[1])
     assert not torch.allclose(per_member.kl[0], shared.kl[0])
+
+
+def _all_bad_calls():
+    return _bad_calls() + _structured_bad_calls()
+
+
+@pytest.mark.parametrize("index", range(len(_all_bad_calls())))
+def test_bad_input_names_the_argument(index):
+    call, error, name = _all_bad_calls()[index]
+    with pytest.raises(error, match=name):
+        call()

@@ -15,6 +15,7 @@ __all__ = [
     "as_tensor",
     "check_choice",
     "check_finite",
+    "check_per_member",
     "check_positive",
     "check_positive_int",
     "check_same_last_dim",
@@ -103,3 +104,34 @@ def check_same_last_dim(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: s
             f"{a_name} of shape {tuple(a.shape)} and {b_name} of shape {tuple(b.shape)} "
             "do not broadcast"
         ) from err
+
+
+def check_per_member(value, name: str, members: int | None, *, allow_zero: bool = False):
+    """A number, or one number per ensemble member, as a float64 tensor.
+
+    ``value`` is a number (used for every member) or a sequence / array / 1-D tensor of
+    ``members`` numbers; each must be finite and > 0 (>= 0 with ``allow_zero``). Returns a
+    tensor ``(members,)``, or a 0-dim tensor when ``members`` is None (a single model).
+    """
+    shape = () if members is None else (members,)
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a number or a sequence of numbers, got {value!r}")
+    try:
+        values = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(
+            f"{name} must be a number or a sequence of numbers, got {type(value).__name__}"
+        ) from err
+    if values.dim() == 0:
+        return torch.full(
+            shape, check_positive(values.item(), name, allow_zero=allow_zero), dtype=torch.float64
+        )
+    if values.shape != shape:
+        count = 1 if members is None else members
+        raise ValueError(
+            f"{name} must be a number or {count} numbers (one per member), "
+            f"got shape {tuple(values.shape)}"
+        )
+    for i, v in enumerate(values.tolist()):
+        check_positive(v, f"{name}[{i}]", allow_zero=allow_zero)
+    return values

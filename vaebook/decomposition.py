@@ -40,7 +40,13 @@ from scipy import integrate
 from torch import distributions as td
 from torch import nn
 
-from .checks import as_tensor, check_choice, check_positive, check_positive_int
+from .checks import (
+    as_tensor,
+    check_choice,
+    check_per_member,
+    check_positive,
+    check_positive_int,
+)
 from .gaussian import (
     LOG_2PI,
     entropy_diag_normal,
@@ -999,8 +1005,9 @@ class StructuredVAE(nn.Module):
         self.members = getattr(base, "members", None)
         shape = () if self.members is None else (self.members,)
         dtype = next(base.parameters()).dtype
-        self.register_buffer("alpha", _model_weights(alpha, "alpha", shape).to(dtype))
-        self.register_buffer("beta", _model_weights(beta, "beta", shape).to(dtype))
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            weights = check_per_member(value, name, self.members, allow_zero=True)
+            self.register_buffer(name, weights.to(dtype))
         self.divergence = check_choice(divergence, "divergence", _DIVERGENCES)
         self.kl = check_choice(kl, "kl", _KL_METHODS)
         if n_prior_samples is not None:
@@ -1070,26 +1077,6 @@ class StructuredVAE(nn.Module):
             generator=generator,
             n_prior_samples=self.n_prior_samples,
         )
-
-
-def _model_weights(value, name, shape) -> torch.Tensor:
-    """A number ≥ 0, or one per ensemble member, as a float tensor of ``shape``."""
-    if isinstance(value, (bool, str, bytes)) or value is None:
-        raise TypeError(f"{name} must be a number or a sequence of numbers, got {value!r}")
-    try:
-        values = torch.as_tensor(value, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise TypeError(f"{name} must be a number or a sequence of numbers") from err
-    if values.dim() == 0:
-        return torch.full(shape, check_positive(values.item(), name, allow_zero=True))
-    if values.shape != shape:
-        raise ValueError(
-            f"{name} must be a number or {shape[0] if shape else 1} numbers (one per member), "
-            f"got shape {tuple(values.shape)}"
-        )
-    for i, v in enumerate(values.reshape(-1).tolist()):
-        check_positive(v, f"{name}[{i}]", allow_zero=True)
-    return values
 
 
 # --- Appendix C: minibatch entropy estimators --------------------------------------------

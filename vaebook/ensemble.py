@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .checks import as_tensor, check_choice, check_positive, check_positive_int
+from .checks import as_tensor, check_choice, check_per_member, check_positive_int
 from .gaussian import kl_diag_normal, sample_diag_normal
 from .nets import ACTIVATIONS, VAE, _sizes, mlp_decoder, mlp_encoder, seeded
 from .objectives import LIKELIHOODS, ELBOTerms, reconstruction_log_likelihood
@@ -180,7 +180,9 @@ class EnsembleVAE(nn.Module):
         self.activation = check_choice(activation, "activation", ACTIVATIONS)
         check_positive_int(seed, "seed", allow_zero=True)
         log_gamma = _finite_number(log_gamma, "log_gamma")
-        self.register_buffer("betas", _betas(betas, members))
+        self.register_buffer(
+            "betas", check_per_member(betas, "betas", members).to(torch.get_default_dtype())
+        )
         self.register_buffer("log_gamma", torch.tensor(log_gamma))
 
         input_dim = math.prod(self.input_shape)
@@ -340,30 +342,6 @@ def _finite_number(value, name: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return float(value)
-
-
-def _betas(betas, members: int) -> torch.Tensor:
-    """Validate ``betas`` (a number, or ``members`` numbers) and return a float tensor ``(M,)``."""
-    if isinstance(betas, (bool, str, bytes)) or betas is None:
-        raise TypeError(f"betas must be a number or a sequence of numbers, got {betas!r}")
-    if isinstance(betas, (int, float)):
-        return torch.full((members,), check_positive(betas, "betas"))
-    try:
-        values = torch.as_tensor(betas, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise TypeError(
-            f"betas must be a number or a sequence of numbers, got {type(betas).__name__}"
-        ) from err
-    if values.dim() == 0:
-        return torch.full((members,), check_positive(values.item(), "betas"))
-    if values.dim() != 1 or values.shape[0] != members:
-        raise ValueError(
-            f"betas must be a number or {members} numbers (one per member), "
-            f"got shape {tuple(values.shape)}"
-        )
-    for i, beta in enumerate(values.tolist()):
-        check_positive(beta, f"betas[{i}]")
-    return values.to(torch.get_default_dtype())
 
 
 def _vae_linears(vae: VAE) -> list[nn.Linear]:
