@@ -56,7 +56,7 @@ from .gaussian import (
     log_normal_diag,
     sample_diag_normal,
 )
-from .objectives import _plain, reconstruction_log_likelihood
+from .objectives import _plain
 
 __all__ = [
     "MMD_SCALES",
@@ -1050,14 +1050,8 @@ class StructuredVAE(nn.Module):
         out = self.base.decode(z)
         event_dims = out.dim() - (mu.dim() - 1)  # the axes of one example
         target = x.to(out).flatten(start_dim=x.dim() - event_dims)  # (..., n, width)
-        width = target.shape[-1]
-        target = target.expand(*mu.shape[:-1], width)
-        log_lik = reconstruction_log_likelihood(
-            target.reshape(-1, width),
-            out.reshape(-1, width),
-            self.base.likelihood,
-            getattr(self.base, "log_gamma", 0.0),
-        ).reshape(mu.shape[:-1])
+        target = target.expand(*mu.shape[:-1], target.shape[-1])
+        log_lik = self.base.log_likelihood(target, out.reshape(target.shape))
         alpha = self.alpha if self.members is not None else float(self.alpha)
         beta = self.beta if self.members is not None else float(self.beta)
         if self.prior_logits is not None:

@@ -137,7 +137,9 @@ class EnsembleVAE(nn.Module):
         > 0: member ``m`` maximises ``reconstruction - betas[m] * kl``. One ensemble can hold
         a β grid times several initialisations, e.g. ``betas=np.repeat(grid, 16)``.
     likelihood : ``"gaussian"`` (decoder outputs the mean) or ``"bernoulli"`` (logits).
-    log_gamma : fixed log-variance of the Gaussian decoder.
+    log_gamma : log-variance of the Gaussian decoder (the initial value when it is learned).
+    learn_gamma : whether each member learns its own decoder variance (Dai & Wipf): then
+        ``log_gamma`` is a parameter of shape ``(M,)``, otherwise a fixed scalar buffer.
     activation : a key of ``vaebook.nets.ACTIVATIONS`` (e.g. ``"tanh"``).
     seed : int >= 0. Member ``m`` holds the weights of the ``m``-th VAE built, one after the
         other, after ``torch.manual_seed(seed)``; in particular member 0 equals
@@ -167,6 +169,7 @@ class EnsembleVAE(nn.Module):
         betas,
         likelihood: str = "gaussian",
         log_gamma: float = 0.0,
+        learn_gamma: bool = False,
         activation: str = "tanh",
         seed: int = 0,
     ):
@@ -183,7 +186,10 @@ class EnsembleVAE(nn.Module):
         self.register_buffer(
             "betas", check_per_member(betas, "betas", members).to(torch.get_default_dtype())
         )
-        self.register_buffer("log_gamma", torch.tensor(log_gamma))
+        if learn_gamma:
+            self.log_gamma = nn.Parameter(torch.full((members,), log_gamma))
+        else:
+            self.register_buffer("log_gamma", torch.tensor(log_gamma))
 
         input_dim = math.prod(self.input_shape)
         feature_dim = self.encoder_hidden[-1]
@@ -198,18 +204,24 @@ class EnsembleVAE(nn.Module):
             )
         with seeded(seed):
             for m in range(members):
-                self.load_member(m, self._single_vae(beta=1.0))
+                self.load_member(m, self._single_vae(beta=1.0, log_gamma=log_gamma))
 
     # -- members as ordinary VAEs ---------------------------------------------------------
 
-    def _single_vae(self, beta: float) -> VAE:
+    @property
+    def learn_gamma(self) -> bool:
+        """Whether the members learn their decoder variances."""
+        return isinstance(self.log_gamma, nn.Parameter)
+
+    def _single_vae(self, beta: float, log_gamma: float) -> VAE:
         """A freshly initialised VAE with a member's architecture (draws from the global RNG)."""
         return VAE(
             mlp_encoder(self.input_shape, self.encoder_hidden, self.latent_dim, self.activation),
             mlp_decoder(self.latent_dim, self.decoder_hidden, self.input_shape, self.activation),
             likelihood=self.likelihood,
             beta=beta,
-            log_gamma=float(self.log_gamma),
+            log_gamma=log_gamma,
+            learn_gamma=self.learn_gamma,
         )
 
     def _linears(self) -> list[EnsembleLinear]:
@@ -227,13 +239,15 @@ class EnsembleVAE(nn.Module):
     def member(self, m: int) -> VAE:
         """Member ``m`` as a :class:`~vaebook.nets.VAE` holding copies of its weights.
 
-        The copy has the member's β, likelihood and ``log_gamma``, and lives on the
+        The copy has the member's β, likelihood and ``log_gamma`` (learned or fixed, as in the
+        ensemble), and lives on the
         ensemble's device in its dtype; changing it does not change the ensemble (see
         :meth:`load_member` for the way back). The global random state is left untouched.
         """
         m = self._member_index(m)
+        log_gamma = self.log_gamma[m] if self.learn_gamma else self.log_gamma
         with torch.random.fork_rng(devices=[]):
-            vae = self._single_vae(beta=float(self.betas[m]))
+            vae = self._single_vae(beta=float(self.betas[m]), log_gamma=float(log_gamma))
         ref = self.mu.weight
         vae.to(device=ref.device, dtype=ref.dtype)
         for layer, linear in zip(self._linears(), _vae_linears(vae), strict=True):
@@ -244,8 +258,9 @@ class EnsembleVAE(nn.Module):
     @torch.no_grad()
     def load_member(self, m: int, vae: VAE) -> None:
         """Copy the weights of ``vae`` (a :class:`~vaebook.nets.VAE` with the members'
-        architecture, e.g. from :meth:`member`) into member ``m``. β, likelihood and
-        ``log_gamma`` stay the ensemble's."""
+        architecture, e.g. from :meth:`member`) into member ``m``. β and the likelihood stay
+        the ensemble's; a learned ``log_gamma`` is copied too, a fixed one stays the
+        ensemble's."""
         m = self._member_index(m)
         if not isinstance(vae, VAE):
             raise TypeError(f"vae must be a vaebook.nets.VAE, got {type(vae).__name__}")
@@ -267,6 +282,8 @@ class EnsembleVAE(nn.Module):
         for layer, linear in zip(layers, linears, strict=True):
             layer.weight[m].copy_(linear.weight.T)
             layer.bias[m, 0].copy_(linear.bias)
+        if self.learn_gamma:
+            self.log_gamma[m].copy_(vae.log_gamma)
 
     # -- the model ------------------------------------------------------------------------
 
@@ -322,14 +339,22 @@ class EnsembleVAE(nn.Module):
         mu, logvar = self.mu(h), self.logvar(h)
         z = sample_diag_normal(mu, logvar, generator=generator)
         out = self.decoder(z)  # (M, n, D)
-        target = flat.expand_as(out) if shared else flat
-        rec = reconstruction_log_likelihood(
-            target.reshape(-1, out.shape[-1]),
-            out.reshape(-1, out.shape[-1]),
-            self.likelihood,
-            self.log_gamma,
-        ).reshape(out.shape[:2])
+        rec = self.log_likelihood(flat.expand_as(out) if shared else flat, out)
         return ELBOTerms(rec, kl_diag_normal(mu, logvar), self.betas.unsqueeze(-1))
+
+    def log_likelihood(self, x: torch.Tensor, decoder_output: torch.Tensor) -> torch.Tensor:
+        """``log p(x|z)`` of every member: ``x`` and ``decoder_output`` are ``(M, n, D)``
+        (flattened examples), the result ``(M, n)``; each member uses its own ``log_gamma``."""
+        if x.shape != decoder_output.shape or x.dim() != 3 or x.shape[0] != self.members:
+            raise ValueError(
+                f"x and decoder_output must both be ({self.members}, n, D), got "
+                f"{tuple(x.shape)} and {tuple(decoder_output.shape)}"
+            )
+        members, n, width = x.shape
+        log_gamma = self.log_gamma.reshape(-1, 1, 1).expand(members, n, 1).reshape(-1, 1)
+        return reconstruction_log_likelihood(
+            x.reshape(-1, width), decoder_output.reshape(-1, width), self.likelihood, log_gamma
+        ).reshape(members, n)
 
     def extra_repr(self) -> str:
         return f"members={self.members}, likelihood={self.likelihood!r}"

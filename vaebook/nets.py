@@ -17,7 +17,7 @@ from torch import nn
 
 from .checks import check_choice, check_positive, check_positive_int
 from .gaussian import sample_diag_normal
-from .objectives import LIKELIHOODS, ELBOTerms, beta_vae_terms
+from .objectives import LIKELIHOODS, ELBOTerms, beta_vae_terms, reconstruction_log_likelihood
 
 __all__ = [
     "ACTIVATIONS",
@@ -168,8 +168,14 @@ class VAE(nn.Module):
     decoder : module ``z -> decoder output`` (shape of ``x``), e.g. from :func:`mlp_decoder`.
     likelihood : ``"gaussian"`` (decoder outputs the mean) or ``"bernoulli"`` (logits).
     beta : float > 0, weight of the KL term in :meth:`terms`.
-    log_gamma : initial log-variance of the Gaussian decoder.
+    log_gamma : log-variance of the Gaussian decoder, ``γ = exp(log_gamma)`` (the initial
+        value when it is learned).
     learn_gamma : whether ``log_gamma`` is a trained parameter (Dai & Wipf) or fixed.
+        The learned ``log_gamma`` is unconstrained and has no floor: for a fixed decoder the
+        γ maximising the Gaussian likelihood is the mean squared residual per dimension, so
+        γ only runs to 0 as fast as the reconstructions become exact (Dai & Wipf's
+        Theorem 4). On data lying exactly on a manifold that can fit, it keeps falling, by at
+        most about ``lr`` in ``log_gamma`` per Adam step.
     """
 
     def __init__(
@@ -222,6 +228,15 @@ class VAE(nn.Module):
             log_gamma=self.log_gamma,
         )
 
+    def log_likelihood(self, x: torch.Tensor, decoder_output: torch.Tensor) -> torch.Tensor:
+        """``log p(x|z)`` per example ``(n,)`` for the decoder output at a sample ``z``."""
+        return reconstruction_log_likelihood(x, decoder_output, self.likelihood, self.log_gamma)
+
+    @property
+    def latent_dim(self) -> int:
+        """The number of latent dimensions."""
+        return self.encoder.mu.out_features
+
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """``E[x|z = mu(x)]``: the reconstruction at the posterior mean."""
@@ -232,9 +247,8 @@ class VAE(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decoder means at ``n`` draws ``z ~ N(0, I)`` from the prior."""
         check_positive_int(n, "n")
-        latent_dim = self.encoder.mu.out_features
         ref = next(self.decoder.parameters())
-        z = torch.randn(n, latent_dim, generator=generator, device=ref.device, dtype=ref.dtype)
+        z = torch.randn(n, self.latent_dim, generator=generator, device=ref.device, dtype=ref.dtype)
         return self.mean_image(z)
 
 

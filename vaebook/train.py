@@ -15,6 +15,7 @@ would. Every member sees the same mini-batches; the history holds one value per 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checks import as_tensor, check_positive, check_positive_int
+from .objectives import _plain
 
 __all__ = ["History", "fit", "resolve_device"]
 
@@ -31,7 +33,9 @@ class History:
     """Epoch-averaged training curves: ``history["elbo"]`` is a list with one float per epoch.
 
     Keys are those of :meth:`~vaebook.objectives.ELBOTerms.as_dict` (reconstruction, kl, elbo,
-    objective), plus ``log_gamma`` when the model learns its decoder variance. For an ensemble
+    objective), plus one entry per learned decoder log-variance, named as the parameter
+    (``log_gamma`` for a :class:`~vaebook.nets.VAE`, ``stage2.log_gamma`` for the second
+    stage of a ``vaebook.two_stage.TwoStageVAE``). For an ensemble
     of ``M`` models each entry is a numpy array ``(M,)`` instead of a float (one value per
     member), so ``np.stack(history["kl"])`` is an ``(epochs, M)`` array.
     """
@@ -76,6 +80,8 @@ def fit(
     device: str | torch.device = "auto",
     progress: bool = True,
     description: str | None = None,
+    per_member: bool = False,
+    callback: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> History:
     """Train ``model`` on ``data`` by maximising its objective; return the :class:`History`.
 
@@ -94,6 +100,11 @@ def fit(
     progress : show a ``tqdm.auto`` progress bar over epochs (for an ensemble it shows the
         members' average elbo and kl).
     description : label of the progress bar.
+    per_member : ``data`` is ``(M, n, ...)``, one dataset per member of an ensemble of ``M``
+        (e.g. ``EnsembleVAE``): mini-batches take the same example indices from every
+        member's dataset. By default ``data`` is ``(n, ...)``, shared by every member.
+    callback : called as ``callback(epoch, model)`` at the end of every epoch (e.g. to keep
+        snapshots of reconstructions while γ falls); it must not change the model.
 
     Raises
     ------
@@ -106,7 +117,13 @@ def fit(
     if data.dim() < 2 or data.shape[0] == 0:
         raise ValueError(f"data must be a non-empty batch (n, ...), got shape {tuple(data.shape)}")
     epochs = check_positive_int(epochs, "epochs")
-    n = data.shape[0]
+    if per_member and data.dim() < 3:
+        raise ValueError(f"per_member data must be (M, n, ...), got shape {tuple(data.shape)}")
+    n = data.shape[1] if per_member else data.shape[0]
+    if n == 0:
+        raise ValueError(f"data must hold at least one example, got shape {tuple(data.shape)}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     batch_size = n if batch_size is None else min(check_positive_int(batch_size, "batch_size"), n)
     lr = check_positive(lr, "lr")
     check_positive_int(seed, "seed", allow_zero=True)
@@ -123,7 +140,8 @@ def fit(
         totals: dict[str, float] = {}
         perm = torch.randperm(n, generator=order_gen).to(device) if batch_size < n else None
         for start in range(0, n, batch_size):
-            x = data if perm is None else data[perm[start : start + batch_size]]
+            batch = perm[start : start + batch_size] if perm is not None else None
+            x = data if batch is None else data[:, batch] if per_member else data[batch]
             terms = model.terms(x, noise_gen).mean()
             loss = -terms.objective.sum()  # one model: a scalar already; an ensemble: (M,)
             if not torch.isfinite(loss):
@@ -133,12 +151,15 @@ def fit(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            weight = x.shape[0] / n
+            weight = (x.shape[1] if per_member else x.shape[0]) / n
             for key, value in terms.as_dict().items():
                 totals[key] = totals.get(key, 0.0) + weight * value
-        if isinstance(getattr(model, "log_gamma", None), torch.nn.Parameter):
-            totals["log_gamma"] = float(model.log_gamma.detach())
+        for name, parameter in model.named_parameters():
+            if name.split(".")[-1] == "log_gamma":  # learned decoder variances (Dai & Wipf)
+                totals[name] = _plain(parameter)
         history.append(totals)
+        if callback is not None:
+            callback(epoch, model)
         bar.set_postfix(elbo=f"{np.mean(totals['elbo']):.2f}", kl=f"{np.mean(totals['kl']):.2f}")
     return history
 
