@@ -393,3 +393,153 @@ def test_ensemble_terms_are_elbo_terms_whose_mean_is_per_member(gen):
     mean = terms.mean()
     assert mean.reconstruction.shape == mean.kl.shape == mean.beta.shape == (3,)
     torch.testing.assert_close(mean.objective, terms.objective.mean(-1))
+
+
+# -- learned per-member decoder variances (Dai & Wipf) ---------------------------------------
+
+TERM_KEYS = ("reconstruction", "kl", "elbo", "objective")
+GAMMAS = torch.tensor([-0.5, 0.25, -1.0], dtype=F64)  # exact in float32 too
+
+
+def gamma_ensemble(**kwargs):
+    ens = small_ensemble(learn_gamma=True, **kwargs).double()
+    with torch.no_grad():
+        ens.log_gamma.copy_(GAMMAS)
+    return ens
+
+
+def test_learned_log_gamma_is_one_parameter_per_member():
+    ens = small_ensemble(learn_gamma=True, log_gamma=-0.75)
+    assert ens.learn_gamma
+    assert isinstance(ens.log_gamma, nn.Parameter) and ens.log_gamma.shape == (3,)
+    assert ens.log_gamma.tolist() == [-0.75, -0.75, -0.75]
+    assert "log_gamma" in dict(ens.named_parameters())
+    fixed = small_ensemble(log_gamma=-0.75)
+    assert not fixed.learn_gamma and not isinstance(fixed.log_gamma, nn.Parameter)
+    assert fixed.log_gamma.shape == () and "log_gamma" not in dict(fixed.named_parameters())
+    assert "log_gamma" in dict(fixed.named_buffers())
+    # The rest of the initialisation does not depend on learn_gamma.
+    weights = {k: v for k, v in ens.state_dict().items() if k != "log_gamma"}
+    assert all(torch.equal(v, fixed.state_dict()[k]) for k, v in weights.items())
+
+
+def test_member_carries_its_learned_log_gamma_and_load_member_writes_it_back():
+    ens = gamma_ensemble()
+    for m in range(3):
+        vae = ens.member(m)
+        assert isinstance(vae.log_gamma, nn.Parameter) and vae.log_gamma.dtype == F64
+        assert vae.log_gamma.item() == GAMMAS[m].item()
+    vae = ens.member(1)
+    with torch.no_grad():
+        vae.log_gamma.fill_(2.5)
+    assert ens.log_gamma[1].item() == 0.25  # member() returned a copy
+    ens.load_member(0, vae)
+    assert ens.log_gamma.tolist() == [2.5, 0.25, -1.0]
+    assert same_state(ens.member(0), vae)
+    # A fixed log_gamma stays the ensemble's: a member with another value does not change it.
+    fixed = small_ensemble(log_gamma=-0.5).double()
+    other = small_ensemble(log_gamma=1.0).double().member(2)
+    fixed.load_member(0, other)
+    assert fixed.log_gamma.item() == -0.5 and fixed.member(0).log_gamma.item() == -0.5
+    assert not isinstance(fixed.member(0).log_gamma, nn.Parameter)
+
+
+def test_member_keeps_a_float64_learned_log_gamma_exactly():
+    ens = small_ensemble(learn_gamma=True).double()
+    with torch.no_grad():
+        ens.log_gamma.copy_(torch.tensor([0.1, -0.3, 1 / 3], dtype=F64))
+    for m in range(3):
+        assert ens.member(m).log_gamma.item() == ens.log_gamma[m].item()
+
+
+def test_terms_with_learned_gammas_equal_each_members_terms(gen, tape):
+    ens = gamma_ensemble()
+    x = torch.rand(6, *SHAPE, generator=gen, dtype=F64)
+    tape.record()
+    terms = ens.terms(x, torch.Generator().manual_seed(1))
+    for m in range(3):
+        tape.replay(m)
+        single = ens.member(m).terms(x, torch.Generator())
+        torch.testing.assert_close(terms.kl[m], single.kl, rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(
+            terms.reconstruction[m], single.reconstruction, rtol=1e-13, atol=1e-12
+        )
+    # The reconstruction of member m uses γ_m: by hand from the recorded noise.
+    (eps,) = tape.draws
+    mu, logvar = ens.encode(x)
+    out = ens.decode(mu + torch.exp(0.5 * logvar) * eps)
+    for m in range(3):
+        rec = reconstruction_log_likelihood(x, out[m], "gaussian", GAMMAS[m].item())
+        torch.testing.assert_close(terms.reconstruction[m], rec, rtol=1e-13, atol=1e-12)
+    # The gradient reaches each member's log_gamma from its own objective only.
+    terms.mean().objective[1].backward()
+    grad = ens.log_gamma.grad
+    assert grad[1] != 0 and grad[0] == 0 and grad[2] == 0
+
+
+def test_log_likelihood_uses_each_members_gamma(gen):
+    ens = gamma_ensemble()
+    x = torch.rand(3, 4, 64, generator=gen, dtype=F64)
+    out = torch.rand(3, 4, 64, generator=gen, dtype=F64)
+    got = ens.log_likelihood(x, out)
+    assert got.shape == (3, 4)
+    for m in range(3):
+        expected = reconstruction_log_likelihood(x[m], out[m], "gaussian", GAMMAS[m].item())
+        torch.testing.assert_close(got[m], expected, rtol=1e-14, atol=1e-12)
+    fixed = small_ensemble(log_gamma=-0.5).double()
+    expected = reconstruction_log_likelihood(x[2], out[2], "gaussian", -0.5)
+    torch.testing.assert_close(fixed.log_likelihood(x, out)[2], expected, rtol=1e-14, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "out_shape"),
+    [
+        ((4, 64), (4, 64)),
+        ((3, 4, 64), (3, 4, 63)),
+        ((2, 4, 64), (2, 4, 64)),
+        ((3, 4, 8, 8), (3, 4, 8, 8)),
+    ],
+)
+def test_log_likelihood_rejects_bad_shapes(x_shape, out_shape):
+    with pytest.raises(ValueError, match=r"x and decoder_output must both be \(3, n, D\)"):
+        small_ensemble().log_likelihood(torch.zeros(x_shape), torch.zeros(out_shape))
+
+
+@pytest.mark.parametrize("batch_size", [None, 8])
+def test_fit_per_member_equals_fit_of_each_member_on_its_own_data(images, tape, batch_size):
+    """per_member=True: member m sees batches of data[m] only, with the same indices as the
+    other members, and learns its own γ; exactly M separate fits with the same noise."""
+    data = torch.stack([images[:20], images[20:40], images[40:60]])  # (M, n, 8, 8)
+    ens = gamma_ensemble()
+    singles = [ens.member(m) for m in range(3)]
+    kwargs = {"epochs": 3, "batch_size": batch_size, "lr": 1e-2, "seed": 3, "progress": False}
+    tape.record()
+    history = fit(ens, data, per_member=True, **kwargs)
+    assert len(history) == 3
+    assert all(v.shape == (3,) for v in history["log_gamma"])
+    np.testing.assert_array_equal(history["log_gamma"][-1], ens.log_gamma.detach().numpy())
+    for m, vae in enumerate(singles):
+        tape.replay(m)
+        single_history = fit(vae, data[m], **kwargs)
+        trained = ens.member(m).state_dict()
+        for key, value in vae.state_dict().items():
+            torch.testing.assert_close(trained[key], value, rtol=1e-7, atol=1e-8)
+        # (log_gamma's history is compared only at the end: see
+        # test_train.py::test_history_of_a_float64_learned_gamma_is_not_the_live_parameter.)
+        for key in TERM_KEYS:
+            got = [epoch[m] for epoch in history[key]]
+            np.testing.assert_allclose(got, single_history[key], rtol=1e-7, atol=1e-8)
+        assert history["log_gamma"][-1][m] == pytest.approx(
+            single_history["log_gamma"][-1], rel=1e-7
+        )
+    # Every γ moved, and differently: each member has its own data.
+    final = history["log_gamma"][-1]
+    assert bool((final != GAMMAS.numpy()).all()) and len(set(final - GAMMAS.numpy())) == 3
+    # data[1] shared by every member, with the same noise: member 1 saw the same batches as
+    # in the per-member run and ends identical; members 0 and 2 saw other data.
+    tape.record()
+    shared = gamma_ensemble()
+    fit(shared, data[1], **kwargs)
+    assert same_state(shared.member(1), ens.member(1))
+    assert not same_state(shared.member(0), ens.member(0))
+    assert not same_state(shared.member(2), ens.member(2))

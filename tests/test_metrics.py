@@ -1,4 +1,4 @@
-"""Tests of vaebook.metrics: Hoyer sparsity and the FactorVAE score."""
+"""Tests of vaebook.metrics: Hoyer sparsity, the FactorVAE score and the Fréchet distance."""
 
 import math
 
@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from vaebook.metrics import FactorVAEScore, dataset_hoyer, factor_vae_score, hoyer
+from vaebook.data import digits
+from vaebook.metrics import (
+    DigitsFeatures,
+    FactorVAEScore,
+    dataset_hoyer,
+    factor_vae_score,
+    frechet_distance,
+    frechet_gaussian,
+    hoyer,
+    sqrtm_psd,
+)
 from vaebook.sprites import Sprites
 
 # -- Hoyer sparsity ---------------------------------------------------------------------------
@@ -246,3 +256,298 @@ def test_factor_vae_score_rejects_bad_input():
     for name, value, error in bad:
         with pytest.raises(error, match=name):
             factor_vae_score(monotone, data, **{**small, name: value})
+
+
+# -- Fréchet distance ---------------------------------------------------------------------------
+
+F64 = torch.float64
+
+
+def random_psd(gen, d, rank):
+    """A random symmetric PSD ``(d, d)`` matrix of the given rank, float64."""
+    b = torch.randn(d, rank, generator=gen, dtype=F64)
+    return b @ b.T
+
+
+@pytest.mark.parametrize(("d", "rank"), [(1, 1), (4, 4), (6, 6), (6, 3), (5, 1), (3, 0)])
+def test_sqrtm_psd_squares_back_to_the_matrix(gen, d, rank):
+    a = random_psd(gen, d, rank) if rank else torch.zeros(d, d, dtype=F64)
+    root = sqrtm_psd(a)
+    assert root.shape == (d, d) and root.dtype == F64
+    scale = max(float(a.abs().max()), 1.0)
+    assert float((root - root.T).abs().max()) < 1e-14 * math.sqrt(scale)
+    assert float((root @ root - a).abs().max()) < 1e-10 * scale
+    # The principal root: positive semi-definite, and of the matrix's rank.
+    values = torch.linalg.eigvalsh(root)
+    assert float(values.min()) > -1e-7 * math.sqrt(scale)
+    assert int((values > 1e-6 * math.sqrt(scale)).sum()) == rank
+
+
+def test_sqrtm_psd_matches_scipy_and_the_diagonal_case(make_spd):
+    from scipy.linalg import sqrtm
+
+    a = make_spd(5)
+    expected = np.real(sqrtm(a.numpy()))
+    np.testing.assert_allclose(sqrtm_psd(a).numpy(), expected, rtol=1e-10, atol=1e-12)
+    diag = torch.diag(torch.tensor([4.0, 0.25, 0.0, 9.0], dtype=F64))
+    torch.testing.assert_close(
+        sqrtm_psd(diag), torch.diag(torch.tensor([2.0, 0.5, 0.0, 3.0], dtype=F64))
+    )
+    # Round-off asymmetry and round-off negative eigenvalues are accepted.
+    b = torch.randn(4, 2, dtype=F64, generator=torch.Generator().manual_seed(1))
+    singular = b @ b.T
+    nudged = singular + 1e-13 * torch.tensor(
+        [[0.0, 1.0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    )
+    assert float((sqrtm_psd(nudged) @ sqrtm_psd(nudged) - singular).abs().max()) < 1e-10
+    # A list of lists is a matrix too.
+    torch.testing.assert_close(
+        sqrtm_psd([[4.0, 0.0], [0.0, 1.0]]), torch.diag(torch.tensor([2.0, 1.0], dtype=F64))
+    )
+
+
+@pytest.mark.parametrize(
+    ("a", "error", "match"),
+    [
+        (torch.tensor([[1.0, 2.0], [0.0, 1.0]]), ValueError, "a must be symmetric"),
+        (-torch.eye(3), ValueError, "a must be positive semi-definite"),
+        (torch.tensor([[1.0, 2.0], [2.0, 1.0]]), ValueError, "a must be positive semi-definite"),
+        (torch.ones(2, 3), ValueError, r"a must be a square matrix \(d, d\)"),
+        (torch.ones(3), ValueError, "a must be a square matrix"),
+        (torch.ones(2, 2, 2), ValueError, "a must be a square matrix"),
+        (torch.tensor([[1.0, math.nan], [math.nan, 1.0]]), ValueError, "a must be finite"),
+        ("matrix", TypeError, "a must be a tensor"),
+    ],
+)
+def test_sqrtm_psd_rejects_bad_matrices(a, error, match):
+    with pytest.raises(error, match=match):
+        sqrtm_psd(a)
+
+
+def test_frechet_gaussian_closed_forms(gen, make_spd):
+    mu1, mu2 = torch.randn(4, generator=gen, dtype=F64), torch.randn(4, generator=gen, dtype=F64)
+    cov1, cov2 = make_spd(4), make_spd(4)
+    # Equal Gaussians: 0. The same covariance: the squared distance of the means.
+    assert frechet_gaussian(mu1, cov1, mu1, cov1) == pytest.approx(0.0, abs=1e-10)
+    assert frechet_gaussian(mu1, cov1, mu2, cov1) == pytest.approx(
+        float(((mu1 - mu2) ** 2).sum()), rel=1e-10
+    )
+    # Commuting covariances (one eigenbasis): Σ (sqrt a_i - sqrt b_i)² plus the means' term.
+    q, _ = torch.linalg.qr(torch.randn(4, 4, generator=gen, dtype=F64))
+    a, b = (
+        torch.tensor([0.5, 2.0, 3.0, 0.2], dtype=F64),
+        torch.tensor([1.5, 2.0, 0.1, 4.0], dtype=F64),
+    )
+    expected = float(((a.sqrt() - b.sqrt()) ** 2).sum() + ((mu1 - mu2) ** 2).sum())
+    got = frechet_gaussian(mu1, q * a @ q.T, mu2, q * b @ q.T)
+    assert got == pytest.approx(expected, rel=1e-10)
+    # Diagonal and singular: a zero eigenvalue of cov1^½ cov2 cov1^½ is known to round-off
+    # ε only, and its square root to sqrt(ε) ≈ 1e-8.
+    a[3] = 0.0
+    assert frechet_gaussian(mu1, torch.diag(a), mu1, torch.diag(b)) == pytest.approx(
+        float(((a.sqrt() - b.sqrt()) ** 2).sum()), rel=1e-12
+    )
+    got = frechet_gaussian(mu1, q * a @ q.T, mu2, q * b @ q.T)
+    expected = float(((a.sqrt() - b.sqrt()) ** 2).sum() + ((mu1 - mu2) ** 2).sum())
+    assert got == pytest.approx(expected, abs=1e-6)
+    # 1-D: (m1 - m2)² + (s1 - s2)².
+    one = frechet_gaussian(
+        torch.tensor([1.0]), torch.tensor([[4.0]]), torch.tensor([-1.0]), torch.tensor([[9.0]])
+    )
+    assert one == pytest.approx(4.0 + 1.0, rel=1e-14)
+    # Symmetric in its two Gaussians and >= 0; a float.
+    d12, d21 = frechet_gaussian(mu1, cov1, mu2, cov2), frechet_gaussian(mu2, cov2, mu1, cov1)
+    assert isinstance(d12, float) and d12 > 0 and d12 == pytest.approx(d21, rel=1e-10)
+
+
+def test_frechet_gaussian_matches_the_scipy_sqrtm_formula(gen, make_spd):
+    from scipy.linalg import sqrtm
+
+    for d in (2, 5, 8):
+        mu1, mu2 = torch.randn(2, d, generator=gen, dtype=F64)
+        cov1, cov2 = make_spd(d), make_spd(d)
+        c1, c2 = cov1.numpy(), cov2.numpy()
+        expected = float(((mu1 - mu2) ** 2).sum()) + np.trace(c1 + c2 - 2 * np.real(sqrtm(c1 @ c2)))
+        assert frechet_gaussian(mu1, cov1, mu2, cov2) == pytest.approx(expected, rel=1e-9)
+    # A singular covariance (rank 1 in 3-D) is fine.
+    v = torch.tensor([[1.0], [2.0], [-1.0]], dtype=F64)
+    singular, eye = v @ v.T, torch.eye(3, dtype=F64)
+    zeros = torch.zeros(3, dtype=F64)
+    # Eigenvalues of the singular one: |v|² = 6, 0, 0; with the identity they commute.
+    assert frechet_gaussian(zeros, singular, zeros, eye) == pytest.approx(
+        (math.sqrt(6) - 1) ** 2 + 2
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        (
+            (torch.zeros(2, 1), torch.eye(2), torch.zeros(2), torch.eye(2)),
+            ValueError,
+            "mu1 must be",
+        ),
+        ((torch.zeros(2), torch.eye(2), torch.zeros(3), torch.eye(2)), ValueError, "mu2"),
+        ((torch.zeros(2), torch.eye(3), torch.zeros(2), torch.eye(2)), ValueError, "cov1"),
+        ((torch.zeros(2), torch.eye(2), torch.zeros(2), torch.eye(3)), ValueError, "cov2"),
+        (
+            (torch.zeros(2), torch.ones(2, 3), torch.zeros(2), torch.eye(2)),
+            ValueError,
+            "cov1 must be a square",
+        ),
+        (
+            (torch.zeros(2), torch.tensor([[1.0, 1.0], [0.0, 1.0]]), torch.zeros(2), torch.eye(2)),
+            ValueError,
+            "cov1 must be symmetric",
+        ),
+        (
+            (torch.tensor([math.nan, 0.0]), torch.eye(2), torch.zeros(2), torch.eye(2)),
+            ValueError,
+            "mu1 must be finite",
+        ),
+        ((torch.zeros(2), torch.eye(2), "mu", torch.eye(2)), TypeError, "mu2 must be a tensor"),
+    ],
+)
+def test_frechet_gaussian_rejects_bad_input(args, error, match):
+    with pytest.raises(error, match=match):
+        frechet_gaussian(*args)
+
+
+@pytest.mark.parametrize("shape", [(3, 1), (3, 4)])
+def test_frechet_gaussian_rejects_a_mean_that_is_not_a_vector(shape):
+    mu = torch.tensor([1.0, 2.0, 3.0], dtype=F64)
+    with pytest.raises(ValueError, match="mu2"):
+        frechet_gaussian(mu, torch.eye(3), mu.reshape(3, 1).expand(shape), torch.eye(3))
+
+
+@pytest.mark.parametrize(
+    ("cov1", "cov2", "match"),
+    [
+        (torch.diag(torch.tensor([1.0, 0.0])), torch.diag(torch.tensor([0.0, -5.0])), "cov2"),
+        (torch.zeros(2, 2), -torch.eye(2), "cov2"),
+        (-torch.eye(2), torch.eye(2), "cov1"),
+    ],
+)
+def test_frechet_gaussian_names_a_covariance_that_is_not_psd(cov1, cov2, match):
+    with pytest.raises(ValueError, match=match):
+        frechet_gaussian(torch.zeros(2), cov1, torch.zeros(2), cov2)
+
+
+def test_frechet_distance_of_samples(gen):
+    cov = torch.tensor([[2.0, 0.5, 0.0], [0.5, 1.0, 0.3], [0.0, 0.3, 0.5]], dtype=F64)
+    chol = torch.linalg.cholesky(cov)
+    mean = torch.tensor([1.0, -2.0, 0.5], dtype=F64)
+    x = mean + torch.randn(20_000, 3, generator=gen, dtype=F64) @ chol.T
+    y = mean + torch.randn(20_000, 3, generator=gen, dtype=F64) @ chol.T
+    other = 1.5 * torch.randn(20_000, 3, generator=gen, dtype=F64) + mean + 0.5
+    same, different = frechet_distance(x, y), frechet_distance(x, other)
+    # The same law: the sampling noise alone, about d² / n plus the means' 2 tr(Σ) / n.
+    assert 0 <= same < 5e-3
+    assert different > 0.5 and different > 100 * same
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-9)
+    # It is frechet_gaussian of the sample moments (ddof = 1, numpy's cov).
+    moments = [(v.mean(0), torch.tensor(np.cov(v.numpy().T))) for v in (x, other)]
+    expected = frechet_gaussian(*moments[0], *moments[1])
+    assert different == pytest.approx(expected, rel=1e-10)
+    # Samples of different sizes and any dtype.
+    assert frechet_distance(x[:500].float(), other) == pytest.approx(
+        frechet_gaussian(
+            x[:500].float().double().mean(0), torch.cov(x[:500].float().double().T), *moments[1]
+        ),
+        rel=1e-8,
+    )
+
+
+def test_frechet_distance_in_one_dimension(gen):
+    x = 2.0 + 3.0 * torch.randn(5000, 1, generator=gen, dtype=F64)
+    y = -1.0 + 0.5 * torch.randn(300, 1, generator=gen, dtype=F64)
+    m1, s1 = float(x.mean()), float(x.std())
+    m2, s2 = float(y.mean()), float(y.std())
+    assert frechet_distance(x, y) == pytest.approx((m1 - m2) ** 2 + (s1 - s2) ** 2, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "error", "match"),
+    [
+        (torch.zeros(5), torch.zeros(5, 1), ValueError, r"x must be \(n, d\) with n >= 2"),
+        (torch.zeros(5, 2), torch.zeros(1, 2), ValueError, r"y must be \(n, d\) with n >= 2"),
+        (torch.zeros(5, 2, 2), torch.zeros(5, 2), ValueError, "x must be"),
+        (torch.zeros(5, 2), torch.zeros(5, 3), ValueError, "x and y must have the same d"),
+        (torch.full((5, 2), math.inf), torch.zeros(5, 2), ValueError, "x must be finite"),
+        (torch.zeros(5, 2), "samples", TypeError, "y must be a tensor"),
+    ],
+)
+def test_frechet_distance_rejects_bad_input(x, y, error, match):
+    with pytest.raises(error, match=match):
+        frechet_distance(x, y)
+
+
+@pytest.fixture(scope="module")
+def digits_features():
+    """The default feature network, trained once for the module (about 2 s)."""
+    return DigitsFeatures()
+
+
+@pytest.fixture(scope="module")
+def digit_images():
+    return digits()[0]
+
+
+def test_digits_features_classify_well_and_have_64_features(digits_features, digit_images):
+    assert digits_features.test_accuracy > 0.9
+    feats = digits_features.features(digit_images[:50])
+    assert feats.shape == (50, 64) and bool((feats >= 0).all())  # ReLU activations
+    flat = digits_features.features(digit_images[:50].reshape(50, 64))
+    assert torch.equal(feats, flat)
+    assert torch.equal(feats, digits_features.features(digit_images[:50].double()))
+
+
+def test_digits_frechet_is_zero_for_the_same_images_and_large_for_noise(
+    digits_features, digit_images
+):
+    real, other = digit_images[:800], digit_images[800:1600]
+    noise = torch.rand(800, 8, 8, generator=torch.Generator().manual_seed(0))
+    same = digits_features.frechet(real, real)
+    halves = digits_features.frechet(real, other)
+    to_noise = digits_features.frechet(real, noise)
+    scale = float(digits_features.features(real).var(0).sum())  # tr Σ of the features
+    assert same == pytest.approx(0.0, abs=1e-8 * scale)
+    assert to_noise > 10 * halves > 0
+    assert to_noise == pytest.approx(
+        frechet_distance(digits_features.features(real), digits_features.features(noise)), rel=1e-12
+    )
+
+
+def test_digits_features_are_deterministic_for_a_seed_and_leave_the_global_rng_alone(digit_images):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = DigitsFeatures(seed=1, epochs=2)
+    assert torch.equal(torch.rand(3), expected)
+    b, c = DigitsFeatures(seed=1, epochs=2), DigitsFeatures(seed=2, epochs=2)
+    images = digit_images[:20]
+    assert torch.equal(a.features(images), b.features(images))
+    assert a.test_accuracy == b.test_accuracy
+    assert not torch.equal(a.features(images), c.features(images))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda f: DigitsFeatures(seed=-1), ValueError, "seed must be >= 0"),
+        (lambda f: DigitsFeatures(epochs=0), ValueError, "epochs must be > 0"),
+        (lambda f: DigitsFeatures(epochs=1.5), TypeError, "epochs must be an int"),
+        (
+            lambda f: f.features(torch.zeros(5, 63)),
+            ValueError,
+            r"images must be \(n, 8, 8\) or \(n, 64\)",
+        ),
+        (lambda f: f.features(torch.zeros(64)), ValueError, "images must be"),
+        (lambda f: f.features(torch.full((2, 64), math.nan)), ValueError, "images must be finite"),
+        (lambda f: f.features("images"), TypeError, "images must be a tensor"),
+        (lambda f: f.frechet(torch.zeros(5, 64), torch.zeros(1, 64)), ValueError, "y must be"),
+    ],
+)
+def test_digits_features_reject_bad_input(digits_features, call, error, match):
+    with pytest.raises(error, match=match):
+        call(digits_features)

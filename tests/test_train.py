@@ -213,3 +213,136 @@ def test_fit_trains_an_ensemble_with_one_history_entry_per_member(batch_size):
     torch.testing.assert_close(
         probe.weight.detach(), torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), atol=1e-3, rtol=0
     )
+
+
+# -- per-member data, callbacks and the names of learned log-variances -------------------------
+
+
+class PerMemberProbe(nn.Module):
+    """An ensemble-shaped probe for data ``(M, n, 1)``: member m's reconstruction is its batch
+    ``x[m]`` itself, so the epoch averages are the means of each member's own data."""
+
+    def __init__(self, members=3):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(members, dtype=torch.float64))
+        self.batches = []
+
+    def terms(self, x, generator):
+        self.batches.append(x.clone())
+        rec = x[..., 0] + 0 * self.weight.sum()
+        return ELBOTerms(rec, torch.zeros_like(rec))
+
+
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_fit_per_member_batches_along_the_example_axis(batch_size):
+    # Member m's data are 100 m + 0..9: every batch row must come from its own member.
+    data = (100.0 * torch.arange(3.0).reshape(3, 1) + torch.arange(10.0)).unsqueeze(-1)
+    probe = PerMemberProbe()
+    history = fit(probe, data, epochs=2, batch_size=batch_size, per_member=True, progress=False)
+    assert len(history) == 2
+    for epoch in history["reconstruction"]:
+        np.testing.assert_allclose(epoch, [4.5, 104.5, 204.5], rtol=1e-12)
+    steps = 1 if batch_size is None else 4  # batches of 3, 3, 3 and 1 examples
+    assert len(probe.batches) == 2 * steps
+    for batch in probe.batches:
+        assert tuple(batch.shape) in (
+            {(3, 10, 1)} if batch_size is None else {(3, 3, 1), (3, 1, 1)}
+        )
+        # The same example indices in every member's data.
+        index = batch[0, :, 0]
+        torch.testing.assert_close(batch[:, :, 0], index + 100 * torch.arange(3.0).unsqueeze(-1))
+    for e in range(2):
+        seen = torch.cat([b[0, :, 0] for b in probe.batches[e * steps : (e + 1) * steps]])
+        assert torch.equal(seen.sort().values, torch.arange(10.0))
+
+
+def test_fit_per_member_differs_from_batching_the_member_axis():
+    data = torch.arange(30.0).reshape(3, 10, 1)
+    per_member, shared = PerMemberProbe(), PerMemberProbe()
+    fit(per_member, data, epochs=1, batch_size=2, per_member=True, progress=False)
+    fit(shared, data, epochs=1, batch_size=2, progress=False)
+    # Without per_member the 3 "examples" are the members' datasets: 2 steps, not 5.
+    assert [tuple(b.shape) for b in per_member.batches] == [(3, 2, 1)] * 5
+    assert [tuple(b.shape) for b in shared.batches] == [(2, 10, 1), (1, 10, 1)]
+
+
+def test_fit_calls_the_callback_once_per_epoch_after_the_update():
+    vae = small_vae(learn_gamma=True)
+    calls = []
+
+    def callback(epoch, model):
+        calls.append((epoch, model, model.log_gamma.item()))
+
+    images = digit_exemplars(3)[0]
+    history = fit(vae, images, epochs=4, lr=1e-2, callback=callback, progress=False)
+    assert [c[0] for c in calls] == [0, 1, 2, 3]
+    assert all(c[1] is vae for c in calls)
+    assert [c[2] for c in calls] == history["log_gamma"]  # the model as trained so far
+
+
+class Nested(nn.Module):
+    """A probe holding learned log-variances under several names, and a fixed one."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Module()
+        self.inner.log_gamma = nn.Parameter(torch.tensor(0.5, dtype=torch.float64))
+        self.log_gamma = nn.Parameter(torch.tensor(-0.5, dtype=torch.float64))
+        self.my_log_gamma = nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
+        self.register_buffer("fixed", torch.tensor(1.0, dtype=torch.float64))
+        self.inner.register_buffer("log_gamma_buffer", torch.tensor(1.0))
+
+    def terms(self, x, generator):
+        rec = x.sum(1) * (self.inner.log_gamma + self.log_gamma + self.my_log_gamma)
+        return ELBOTerms(rec, torch.zeros_like(rec))
+
+
+def test_history_names_every_learned_log_gamma_by_its_parameter_name():
+    history = fit(Nested(), torch.ones(4, 2), epochs=3, lr=0.1, progress=False)
+    assert set(history.terms) == TERM_KEYS | {"log_gamma", "inner.log_gamma"}
+    assert history["inner.log_gamma"][0] == pytest.approx(0.6)  # Adam's first step: lr
+    assert history["log_gamma"][-1] == pytest.approx(-0.5 + 0.3, rel=1e-6)
+    assert all(isinstance(v, float) for v in history["log_gamma"])
+
+
+def test_history_of_an_ensembles_learned_gamma_holds_one_value_per_member():
+    from vaebook.ensemble import EnsembleVAE
+
+    ens = EnsembleVAE(2, (8, 8), [8], 2, [8], betas=1.0, learn_gamma=True)
+    history = fit(ens, digit_exemplars(3)[0], epochs=3, lr=0.05, progress=False)
+    values = np.stack(history["log_gamma"])
+    assert values.shape == (3, 2)
+    assert (np.diff(values, axis=0) != 0).all()  # one new value per epoch and member
+
+
+def test_history_of_a_float64_learned_gamma_is_not_the_live_parameter():
+    from vaebook.ensemble import EnsembleVAE
+
+    ens = EnsembleVAE(2, (8, 8), [8], 2, [8], betas=1.0, learn_gamma=True).double()
+    history = fit(ens, digit_exemplars(3)[0], epochs=3, lr=0.05, progress=False)
+    values = np.stack(history["log_gamma"])
+    assert (np.diff(values, axis=0) != 0).all()
+
+
+@pytest.mark.parametrize(
+    ("data", "kwargs", "error", "match"),
+    [
+        (
+            torch.ones(4, 2),
+            {"per_member": True},
+            ValueError,
+            r"per_member data must be \(M, n, \.\.\.\)",
+        ),
+        (
+            torch.ones(2, 0, 3),
+            {"per_member": True},
+            ValueError,
+            "data must hold at least one example",
+        ),
+        (torch.ones(4, 2), {"callback": "print"}, TypeError, "callback must be callable"),
+        (torch.ones(4, 2), {"callback": 3}, TypeError, "callback must be callable"),
+    ],
+)
+def test_fit_rejects_bad_per_member_data_and_callbacks(data, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fit(Probe(), data, epochs=1, progress=False, **kwargs)

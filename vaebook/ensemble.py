@@ -250,6 +250,8 @@ class EnsembleVAE(nn.Module):
             vae = self._single_vae(beta=float(self.betas[m]), log_gamma=float(log_gamma))
         ref = self.mu.weight
         vae.to(device=ref.device, dtype=ref.dtype)
+        if self.learn_gamma:
+            vae.log_gamma.copy_(self.log_gamma[m])  # exact, not through a float32 number
         for layer, linear in zip(self._linears(), _vae_linears(vae), strict=True):
             linear.weight.copy_(layer.weight[m].T)
             linear.bias.copy_(layer.bias[m, 0])

@@ -302,8 +302,11 @@ def sqrtm_psd(a) -> torch.Tensor:
     set to 0, clearly negative ones raise ``ValueError``. Unlike a general ``sqrtm`` it never
     returns complex values, and it is exact to round-off for singular matrices.
     """
-    a = _psd_matrix(a, "a")
-    values, vectors = _psd_eigh(a, "a")
+    return _sqrtm(_psd_matrix(a, "a"), "a")
+
+
+def _sqrtm(a: torch.Tensor, name: str) -> torch.Tensor:
+    values, vectors = _psd_eigh(a, name)
     return (vectors * values.sqrt()) @ vectors.T
 
 
@@ -318,17 +321,18 @@ def frechet_gaussian(mu1, cov1, mu2, cov2) -> float:
     mu1 = check_finite(as_tensor(mu1, "mu1", dtype=torch.float64), "mu1")
     mu2 = check_finite(as_tensor(mu2, "mu2", dtype=torch.float64), "mu2")
     cov1, cov2 = _psd_matrix(cov1, "cov1"), _psd_matrix(cov2, "cov2")
-    d = mu1.shape[0] if mu1.dim() == 1 else -1
+    if mu1.dim() != 1:
+        raise ValueError(f"mu1 must be a vector (d,), got shape {tuple(mu1.shape)}")
+    d = mu1.shape[0]
     for name, value in (("mu2", mu2), ("cov1", cov1), ("cov2", cov2)):
-        if mu1.dim() != 1 or value.shape[0] != d:
+        if value.shape[0] != d or (name == "mu2" and value.dim() != 1):
             raise ValueError(
-                f"mu1 must be (d,) and {name} of the same d, got {tuple(mu1.shape)} "
-                f"and {tuple(value.shape)}"
+                f"{name} must match mu1 of shape ({d},), got shape {tuple(value.shape)}"
             )
-    root1 = sqrtm_psd(cov1)
-    cross, _ = _psd_eigh(
-        0.5 * (root1 @ cov2 @ root1 + (root1 @ cov2 @ root1).T), "cov1^1/2 cov2 cov1^1/2"
-    )
+    _psd_eigh(cov2, "cov2")
+    root1 = _sqrtm(cov1, "cov1")
+    middle = root1 @ cov2 @ root1
+    cross, _ = _psd_eigh(0.5 * (middle + middle.T), "cov1^1/2 cov2 cov1^1/2")
     value = ((mu1 - mu2) ** 2).sum() + cov1.trace() + cov2.trace() - 2 * cross.sqrt().sum()
     return max(float(value), 0.0)
 

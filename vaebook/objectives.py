@@ -105,7 +105,7 @@ def _plain(value: torch.Tensor) -> float | np.ndarray:
     value = value.detach()
     if value.dim() == 0:
         return value.item()
-    return value.to(device="cpu", dtype=torch.float64).numpy()
+    return value.to(device="cpu", dtype=torch.float64).numpy().copy()  # never a view
 
 
 def gaussian_log_likelihood(x, mean, log_gamma=0.0) -> torch.Tensor:

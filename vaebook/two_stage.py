@@ -5,12 +5,15 @@ The chapter ``book/two_stage.md`` uses these kernels. Notation follows the paper
 ``N(0, I)``, the encoder is ``q(z|x) = N(μ_z, Σ_z)`` and the decoder ``p(x|z) = N(f(z), γ I)``.
 
 - Theorems 1 and 2 (the constructions of Appendices E and F): :class:`BentBimodal`, a
-  non-Gaussian density with a Knothe-Rosenblatt map ``F`` (eqs. 11-12),
+  non-Gaussian density with a Knothe-Rosenblatt map ``F`` (eqs. 11-12) and the maps
+  ``G⁻¹∘F`` / ``F⁻¹∘G`` to and from standard normal coordinates,
   :func:`theorem1_decoder` ``F⁻¹∘Φ`` (eq. 17), :func:`theorem1_encoder` (eqs. 23-24),
   :func:`bent_line` (a 1-D manifold in ``R^2``), and two estimators for any Gaussian decoder:
   :func:`importance_log_marginal` (``log p_θ(x)`` and ``KL(q || p_θ(z|x))``) and
   :func:`negative_elbo` (the VAE cost (2) per example).
-- The small-γ analysis (Appendix I): :func:`optimal_encoder_covariance` (eq. 83).
+- The small-γ analysis (Appendix I): :func:`optimal_encoder_covariance` (eq. 83), next to
+  the constructions' :func:`construction_covariance` (eqs. 24, 53) and
+  :func:`decoder_jacobian`.
 - Diagnostics of a trained VAE: :func:`encoder_variances`, :func:`active_dimensions`,
   :func:`direction_sensitivity` (Fig. 10), :func:`latent_spectrum` (Fig. 1 right).
 - The enhancement of Section 4: :class:`TwoStageVAE`.
@@ -32,6 +35,8 @@ __all__ = [
     "TwoStageVAE",
     "active_dimensions",
     "bent_line",
+    "construction_covariance",
+    "decoder_jacobian",
     "direction_sensitivity",
     "encoder_variances",
     "importance_log_marginal",
@@ -43,7 +48,7 @@ __all__ = [
     "theorem1_jacobian",
 ]
 
-_BISECTION_STEPS = 80  # halves a bracket of width 40 to below 1e-22: float64 resolution
+_BISECTION_STEPS = 50  # halves the bracket of from_normal to about 1e-15 of its width
 
 
 # -- a known non-Gaussian density and its Knothe-Rosenblatt map ----------------------------
@@ -67,7 +72,11 @@ class BentBimodal:
             raise ValueError(f"dim must be 1 or 2, got {dim}")
         self.dim = dim
         self.mode_std = check_positive(mode_std, "mode_std")
-        self.bend = float(check_finite(torch.tensor(float(bend)), "bend"))
+        if isinstance(bend, bool) or not isinstance(bend, (int, float)):
+            raise TypeError(f"bend must be a number, got {type(bend).__name__}")
+        if not math.isfinite(bend):
+            raise ValueError(f"bend must be finite, got {bend}")
+        self.bend = float(bend)
         self.width = check_positive(width, "width")
 
     def __repr__(self) -> str:
@@ -102,75 +111,123 @@ class BentBimodal:
         return self._cdf_map(x)
 
     def _cdf_map(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.mode_std
-        f1 = 0.5 * (
-            torch.special.ndtr((x[..., 0] + 1) / s) + torch.special.ndtr((x[..., 0] - 1) / s)
-        )
+        # through log-CDFs: torch's ndtr loses relative precision below about -7.5
+        f1 = torch.exp(self._log_mixture_cdf(x[..., 0]))
         if self.dim == 1:
             return f1.unsqueeze(-1)
-        f2 = torch.special.ndtr((x[..., 1] - self._ridge(x[..., 0])) / self.width)
+        f2 = torch.exp(torch.special.log_ndtr((x[..., 1] - self._ridge(x[..., 0])) / self.width))
         return torch.stack([f1, f2], -1)
 
+    def to_normal(self, x) -> torch.Tensor:
+        """``G⁻¹(F(x))``: the map to standard normal coordinates, ``(..., dim)`` to ``(..., dim)``.
+
+        It is Theorem 1's encoder mean (eq. 23). The mixture is symmetric,
+        ``F_1(-x) = 1 - F_1(x)``, so the first coordinate is computed on the lower half,
+        ``sign(x) · -Φ⁻¹(F_1(-|x|))`` with log-CDFs: exact where ``F_1(x)`` itself rounds to 1
+        in float64, and down to ``|z| ≈ 37`` where ``Φ(z)`` underflows.
+        """
+        return self._to_normal(self._points(x, "x"))
+
+    def _log_mixture_cdf(self, x1: torch.Tensor) -> torch.Tensor:
+        s = self.mode_std
+        both = torch.logaddexp(
+            torch.special.log_ndtr((x1 + 1) / s), torch.special.log_ndtr((x1 - 1) / s)
+        )
+        return both + math.log(0.5)
+
+    def _to_normal(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = x[..., 0]
+        upper = x1 > 0
+        lower_half = torch.where(upper, -x1, x1)  # <= 0, where F_1 is not near 1
+        z_lower = torch.special.ndtri(torch.exp(self._log_mixture_cdf(lower_half)))
+        z1 = torch.where(upper, -z_lower, z_lower)
+        if self.dim == 1:
+            return z1.unsqueeze(-1)
+        return torch.stack([z1, (x[..., 1] - self._ridge(x1)) / self.width], -1)
+
+    def from_normal(self, z) -> torch.Tensor:
+        """``F⁻¹(G(z))``, the inverse of :meth:`to_normal`.
+
+        The first coordinate solves ``log F_1(y) = log Φ(-|z_1|)`` for ``y <= 0`` by bisection
+        (50 halvings of ``[-1 - 40 s, 0]``, to about ``1e-14 (1 + 40 s)``) and mirrors it to the
+        sign of ``z_1``.
+        """
+        z = self._points(z, "z")
+        upper = z[..., 0] > 0
+        target = torch.special.log_ndtr(torch.where(upper, -z[..., 0], z[..., 0]))
+        low = torch.full_like(target, -1.0 - 40.0 * self.mode_std)  # |z| <= 40 fits inside
+        high = torch.zeros_like(target)
+        for _ in range(_BISECTION_STEPS):
+            mid = 0.5 * (low + high)
+            below = self._log_mixture_cdf(mid) < target
+            low = torch.where(below, mid, low)
+            high = torch.where(below, high, mid)
+        y = 0.5 * (low + high)
+        x1 = torch.where(upper, -y, y)
+        if self.dim == 1:
+            return x1.unsqueeze(-1)
+        return torch.stack([x1, self._ridge(x1) + self.width * z[..., 1]], -1)
+
     def inverse_cdf_map(self, xi) -> torch.Tensor:
-        """``F⁻¹(ξ)`` for ``ξ ∈ (0, 1)^dim`` (``(..., dim)``): bisection for the mixture."""
+        """``F⁻¹(ξ)`` for ``ξ ∈ (0, 1)^dim`` (``(..., dim)``)."""
         xi = self._points(xi, "xi")
         if bool(((xi <= 0) | (xi >= 1)).any()):
             raise ValueError("xi must lie strictly inside (0, 1)")
-        low = torch.full_like(xi[..., 0], -20.0)
-        high = torch.full_like(xi[..., 0], 20.0)
-        for _ in range(_BISECTION_STEPS):
-            mid = 0.5 * (low + high)
-            below = (
-                self._cdf_map(mid.unsqueeze(-1).expand(*mid.shape, self.dim))[..., 0] < xi[..., 0]
-            )
-            low = torch.where(below, mid, low)
-            high = torch.where(below, high, mid)
-        x1 = 0.5 * (low + high)
-        if self.dim == 1:
-            return x1.unsqueeze(-1)
-        x2 = self._ridge(x1) + self.width * torch.special.ndtri(xi[..., 1])
-        return torch.stack([x1, x2], -1)
+        return self.from_normal(torch.special.ndtri(xi))
+
+    def normal_jacobian(self, x) -> torch.Tensor:
+        """``∂(G⁻¹∘F)/∂x`` at points ``(n, dim)``: lower-triangular ``(n, dim, dim)`` (autograd)."""
+        return self._jacobian(x, self._to_normal)
 
     def cdf_jacobian(self, x) -> torch.Tensor:
-        """``∂F/∂x`` at points ``(n, dim)``: lower-triangular ``(n, dim, dim)``, by autograd."""
+        """``∂F/∂x`` at points ``(n, dim)``: lower-triangular ``(n, dim, dim)``, by autograd.
+
+        Its determinant is the density (eq. 13: ``dF(x) = p(x) dx``).
+        """
+        return self._jacobian(x, self._cdf_map)
+
+    def _jacobian(self, x, fn) -> torch.Tensor:
         x = self._points(x, "x")
         if x.dim() != 2:
             raise ValueError(f"x must be (n, {self.dim}), got {tuple(x.shape)}")
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            f = self._cdf_map(x)
+            out = fn(x)
             rows = [
-                torch.autograd.grad(f[:, i].sum(), x, retain_graph=True)[0] for i in range(self.dim)
+                torch.autograd.grad(out[:, i].sum(), x, retain_graph=True)[0]
+                for i in range(self.dim)
             ]
         return torch.stack(rows, 1).detach()
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` exact draws ``(n, dim)`` (through ``F⁻¹`` of uniform draws)."""
+        """``n`` exact draws ``(n, dim)``: :meth:`from_normal` of standard normal draws."""
         check_positive_int(n, "n")
-        xi = torch.rand(n, self.dim, generator=generator, dtype=torch.float64)
-        return self.inverse_cdf_map(xi.clamp(1e-12, 1 - 1e-12))
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        return self.from_normal(z)
 
 
 def theorem1_decoder(density: BentBimodal, z) -> torch.Tensor:
     """The decoder mean ``f(z) = F⁻¹(Φ(z))`` of Theorem 1's construction (eq. 17).
 
     ``z`` is ``(..., r)`` with ``r = density.dim``; returns ``(..., r)``. It pushes ``N(0, I)``
-    forward to the density exactly.
+    forward to the density exactly (:meth:`BentBimodal.from_normal`).
     """
-    z = _latents(z, density.dim)
-    xi = torch.special.ndtr(z).clamp(1e-300, 1 - 1e-16)
-    return density.inverse_cdf_map(xi)
+    _check_density(density)
+    return density.from_normal(_latents(z, density.dim))
 
 
 def theorem1_jacobian(density: BentBimodal, z) -> torch.Tensor:
     """``∂f/∂z`` of :func:`theorem1_decoder` at ``z`` ``(n, r)``: ``(n, r, r)``.
 
-    By the inverse function theorem, ``J = (∂F/∂x)⁻¹ diag(φ(z))`` at ``x = f(z)``.
+    By the inverse function theorem, ``J = (∂(G⁻¹∘F)/∂x)⁻¹`` at ``x = f(z)``.
     """
+    _check_density(density)
     z = _latents(z, density.dim)
-    dF = density.cdf_jacobian(theorem1_decoder(density, z))
-    phi = torch.exp(-0.5 * z**2 - 0.5 * LOG_2PI)
-    return torch.linalg.solve_triangular(dF, torch.diag_embed(phi), upper=False)
+    if z.dim() != 2:
+        raise ValueError(f"z must be (n, {density.dim}), got {tuple(z.shape)}")
+    forward = density.normal_jacobian(theorem1_decoder(density, z))
+    eye = torch.eye(density.dim, dtype=z.dtype).expand_as(forward)
+    return torch.linalg.solve_triangular(forward, eye, upper=False)
 
 
 def theorem1_encoder(density: BentBimodal, x, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,12 +236,53 @@ def theorem1_encoder(density: BentBimodal, x, gamma: float) -> tuple[torch.Tenso
     ``x`` is ``(n, r)``, ``J`` the decoder Jacobian at ``μ_z``. Returns ``(mu (n, r),
     cov (n, r, r))``.
     """
+    _check_density(density)
     gamma = check_positive(gamma, "gamma")
-    mu = torch.special.ndtri(density.cdf_map(x))
+    mu = density.to_normal(x)
     if not bool(torch.isfinite(mu).all()):
-        raise ValueError("x lies too far in the tails: F(x) rounds to 0 or 1 in float64")
-    J = theorem1_jacobian(density, mu)
-    return mu, gamma * torch.linalg.inv(J.mT @ J)
+        raise ValueError("x lies too far in the tails: its normal coordinate overflows float64")
+    return mu, construction_covariance(theorem1_jacobian(density, mu), gamma)
+
+
+def construction_covariance(J, gamma: float) -> torch.Tensor:
+    r"""The encoder covariance of Theorems 1 and 2's constructions: ``γ (J^T J)⁻¹`` (eqs. 24, 53).
+
+    ``J`` is the decoder Jacobian ``(..., d, r)`` at ``μ_z``, of full column rank; the result
+    is ``(..., r, r)``. It is the covariance of the Laplace approximation of ``p_θ(z|x)`` as
+    γ → 0, where the prior's curvature no longer matters (compare
+    :func:`optimal_encoder_covariance`, which keeps it).
+    """
+    gamma = check_positive(gamma, "gamma")
+    J = check_finite(as_tensor(J, "J"), "J")
+    if J.dim() < 2 or J.shape[-2] < J.shape[-1]:
+        raise ValueError(f"J must be (..., d, r) with d >= r, got {tuple(J.shape)}")
+    return gamma * torch.linalg.inv(J.mT @ J)
+
+
+def decoder_jacobian(decoder: Callable, z) -> torch.Tensor:
+    """``∂f/∂z`` of a decoder at each row of ``z`` ``(n, r)``: ``(n, d, r)``.
+
+    ``decoder`` maps ``(n, r)`` to ``(n, d)`` row by row (row ``i`` of the output depends on
+    row ``i`` of the input only, as for :func:`bent_line` or an MLP) with differentiable torch
+    operations. Row ``j`` of every Jacobian is the gradient of the sum of output ``j`` over
+    the batch, one backward pass per output dimension.
+    """
+    if not callable(decoder):
+        raise TypeError(f"decoder must be callable, got {type(decoder).__name__}")
+    z = check_finite(as_tensor(z, "z"), "z")
+    if z.dim() != 2:
+        raise ValueError(f"z must be (n, r), got {tuple(z.shape)}")
+    z = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = decoder(z)
+        if out.dim() != 2 or out.shape[0] != z.shape[0]:
+            raise ValueError(f"decoder must map (n, r) to (n, d), got {tuple(out.shape)}")
+        rows = [
+            torch.autograd.grad(out[:, j].sum(), z, retain_graph=True, allow_unused=True)[0]
+            for j in range(out.shape[1])
+        ]
+    rows = [torch.zeros_like(z) if row is None else row for row in rows]
+    return torch.stack(rows, 1).detach()
 
 
 def bent_line(u) -> torch.Tensor:
@@ -197,6 +295,11 @@ def bent_line(u) -> torch.Tensor:
     if u.dim() < 1 or u.shape[-1] != 1:
         raise ValueError(f"u must have shape (..., 1), got {tuple(u.shape)}")
     return torch.cat([u, 0.5 * torch.sin(math.pi * u)], -1)
+
+
+def _check_density(density) -> None:
+    if not isinstance(density, BentBimodal):
+        raise TypeError(f"density must be a BentBimodal, got {type(density).__name__}")
 
 
 def _latents(z, r: int) -> torch.Tensor:
@@ -221,6 +324,9 @@ def _gaussian_encoder(x, mu_q, cov_q) -> tuple[torch.Tensor, torch.Tensor, torch
     r = mu_q.shape[1]
     if cov_q.shape != (x.shape[0], r, r):
         raise ValueError(f"cov_q must be ({x.shape[0]}, {r}, {r}), got {tuple(cov_q.shape)}")
+    _, info = torch.linalg.cholesky_ex(cov_q)
+    if bool((info != 0).any()) or not torch.allclose(cov_q, cov_q.mT):
+        raise ValueError("cov_q must hold symmetric positive definite matrices")
     return x, mu_q, cov_q
 
 
@@ -477,6 +583,12 @@ class TwoStageVAE(nn.Module):
         members1, members2 = getattr(stage1, "members", None), getattr(stage2, "members", None)
         if members1 != members2:
             raise ValueError(f"stage1 has {members1} members but stage2 has {members2}")
+        width = getattr(stage2, "input_shape", None) or (stage2.encoder.body[1][0].in_features,)
+        if tuple(width) != (stage1.latent_dim,):
+            raise ValueError(
+                f"stage2 must take inputs of shape ({stage1.latent_dim},), the stage-1 latent, "
+                f"got {tuple(width)}"
+            )
         self.stage1 = stage1
         self.stage2 = stage2
 
