@@ -190,14 +190,7 @@ class BentBimodal:
         x = self._points(x, "x")
         if x.dim() != 2:
             raise ValueError(f"x must be (n, {self.dim}), got {tuple(x.shape)}")
-        x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = fn(x)
-            rows = [
-                torch.autograd.grad(out[:, i].sum(), x, retain_graph=True)[0]
-                for i in range(self.dim)
-            ]
-        return torch.stack(rows, 1).detach()
+        return decoder_jacobian(fn, x)  # F and G⁻¹∘F act row by row
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` exact draws ``(n, dim)``: :meth:`from_normal` of standard normal draws."""
