@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from vaebook.data import (
+    Sprites,
     digit_exemplars,
     digit_mixture,
     digit_on_canvas,
@@ -20,6 +21,7 @@ from vaebook.data import (
     load_mnist_idx,
     manifold,
     pinwheel,
+    squares_and_hearts,
 )
 
 
@@ -663,3 +665,79 @@ def test_load_mnist_idx_bad_files_raise_naming_the_path(tmp_path):
         load_mnist_idx(123)
     with pytest.raises(FileNotFoundError):
         load_mnist_idx(tmp_path / "missing")
+
+
+# squares_and_hearts ----------------------------------------------------------------------------
+
+
+def test_squares_and_hearts_shapes_dtypes_and_fixed_factors():
+    x, factors = squares_and_hearts(300, resolution=32, seed=0)
+    assert x.shape == (300, 1, 32, 32) and x.dtype == torch.float32
+    assert set(torch.unique(x).tolist()) == {0.0, 1.0}
+    assert isinstance(factors, np.ndarray) and factors.shape == (300, 5)
+    assert factors.dtype == np.int64
+    assert set(np.unique(factors[:, 0]).tolist()) == {0, 2}  # square and heart only
+    assert (factors[:, 1] == 5).all()  # the largest scale
+    assert (factors[:, 2] == 0).all()  # orientation 0
+    assert ((factors[:, 3:] >= 0) & (factors[:, 3:] < 32)).all()
+    assert squares_and_hearts(4, resolution=16)[0].shape == (4, 1, 16, 16)
+
+
+def test_squares_and_hearts_images_are_the_sprites_of_their_factors():
+    for resolution in (16, 32):
+        x, factors = squares_and_hearts(50, resolution=resolution, seed=3)
+        assert torch.equal(x, Sprites(resolution).observations(factors))
+        assert bool((x.flatten(1).sum(1) > 0).all())  # every image shows a sprite
+
+
+def test_squares_and_hearts_hearts_stay_in_the_middle_column_and_squares_move():
+    _, factors = squares_and_hearts(600, seed=1)
+    hearts = factors[:, 0] == 2
+    assert (factors[hearts, 3] == 16).all()
+    squares = factors[~hearts]
+    assert len(np.unique(squares[:, 3])) >= 28  # ~300 uniform draws over 32 classes
+    assert scipy.stats.chisquare(np.bincount(squares[:, 3], minlength=32)).pvalue > 1e-4
+    # posY is uniform for both shapes.
+    assert scipy.stats.chisquare(np.bincount(factors[:, 4], minlength=32)).pvalue > 1e-4
+    assert len(np.unique(factors[hearts, 4])) >= 25
+
+
+@pytest.mark.parametrize("heart_share", [0.1, 0.5, 0.8])
+def test_squares_and_hearts_heart_share_is_binomial(heart_share):
+    n = 2000
+    _, factors = squares_and_hearts(n, heart_share=heart_share, seed=2)
+    share = (factors[:, 0] == 2).mean()
+    assert abs(share - heart_share) < 5 * math.sqrt(heart_share * (1 - heart_share) / n)
+
+
+def test_squares_and_hearts_is_fixed_by_the_seed():
+    a, b, c = (
+        squares_and_hearts(40, seed=4),
+        squares_and_hearts(40, seed=4),
+        squares_and_hearts(40, seed=5),
+    )
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n": 0}, ValueError, "n must be > 0"),
+        ({"n": -3}, ValueError, "n must be > 0"),
+        ({"n": 2.0}, TypeError, "n must be an int"),
+        ({"heart_share": 0.0}, ValueError, "heart_share must be > 0"),
+        ({"heart_share": -0.2}, ValueError, "heart_share must be > 0"),
+        ({"heart_share": 1.0}, ValueError, r"heart_share must be in \(0, 1\)"),
+        ({"heart_share": 1.5}, ValueError, r"heart_share must be in \(0, 1\)"),
+        ({"heart_share": math.nan}, ValueError, "heart_share must be finite"),
+        ({"heart_share": "half"}, TypeError, "heart_share must be a number"),
+        ({"seed": -1}, ValueError, "seed must be >= 0"),
+        ({"seed": 1.5}, TypeError, "seed must be an int"),
+        ({"resolution": 8}, ValueError, "resolution must be >= 16"),
+    ],
+)
+def test_squares_and_hearts_bad_input(kwargs, error, match):
+    kwargs = {"n": 4, **kwargs}
+    with pytest.raises(error, match=match):
+        squares_and_hearts(**kwargs)

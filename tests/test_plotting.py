@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from vaebook.plotting import gaussian_ellipse, image_grid, training_curves
+from vaebook.ivae import Representations
+from vaebook.plotting import gaussian_ellipse, image_grid, latent_histograms, training_curves
 from vaebook.train import History
 
 
@@ -145,3 +146,85 @@ EYE = torch.eye(2)
 def test_bad_input_raises_naming_the_argument(func, args, kwargs, error, match):
     with pytest.raises(error, match=match):
         func(*args, **kwargs)
+
+
+# -- latent_histograms ------------------------------------------------------------------------
+
+PANELS = ("mean", "variance", "prior_variance", "sample", "prior_sample")
+TITLES = ("mean μ", "variance σ", "prior variance σ†", "sample z", "prior sample z†")
+
+
+def _representations(n=120, kappa=3, seed=0):
+    """Representations whose five arrays live on disjoint ranges, so panels can be told apart."""
+    rng = np.random.default_rng(seed)
+    arrays = {name: 10.0 * k + rng.random((n, kappa)) for k, name in enumerate(PANELS)}
+    arrays["prior_mean"] = np.zeros((n, kappa))
+    return Representations(**arrays), arrays
+
+
+def _bars(ax):
+    """(left edges, heights, widths) of the histogram bars drawn on ``ax``."""
+    patches = ax.patches
+    return (
+        np.array([p.get_x() for p in patches]),
+        np.array([p.get_height() for p in patches]),
+        np.array([p.get_width() for p in patches]),
+    )
+
+
+@pytest.mark.parametrize("j", [0, 2])
+def test_latent_histograms_draw_the_five_representations_of_latent_j(j):
+    reps, arrays = _representations()
+    axes = latent_histograms(reps, j, bins=12)
+    assert len(axes) == 5
+    for ax, name, title in zip(axes, PANELS, TITLES, strict=True):
+        left, heights, widths = _bars(ax)
+        assert len(heights) == 12
+        assert heights.sum() == 120  # every example once
+        counts, edges = np.histogram(arrays[name][:, j], bins=12)
+        np.testing.assert_array_equal(heights, counts)
+        np.testing.assert_allclose(left, edges[:-1], rtol=1e-12)
+        np.testing.assert_allclose(left + widths, edges[1:], rtol=1e-12)
+        assert ax.get_title() == title
+        assert list(ax.get_yticks()) == []
+    # Another latent draws other data.
+    other = latent_histograms(reps, 1 - j // 2, bins=12)
+    assert not np.array_equal(_bars(other[0])[1], _bars(axes[0])[1])
+
+
+def test_latent_histograms_draw_on_given_axes_with_a_label():
+    reps, arrays = _representations(n=50)
+    fig, axes = plt.subplots(5, 1)
+    out = latent_histograms(reps, 1, axes=axes, bins=5, label="latent 1 (active)")
+    assert all(a is b for a, b in zip(out, axes, strict=True))
+    assert len(fig.axes) == 5
+    assert [ax.get_title() for ax in axes] == [f"latent 1 (active): {t}" for t in TITLES]
+    for ax, name in zip(axes, PANELS, strict=True):
+        np.testing.assert_array_equal(_bars(ax)[1], np.histogram(arrays[name][:, 1], bins=5)[0])
+
+
+@pytest.mark.parametrize(
+    ("j", "kwargs", "error", "match"),
+    [
+        (3, {}, ValueError, r"j must be an int in 0\.\.2"),
+        (-1, {}, ValueError, r"j must be an int in 0\.\.2"),
+        (1.0, {}, ValueError, "j must be an int"),
+        (True, {}, ValueError, "j must be an int"),
+        ("0", {}, ValueError, "j must be an int"),
+        (0, {"bins": 0}, ValueError, "bins must be > 0"),
+        (0, {"bins": 2.5}, TypeError, "bins must be an int"),
+        (0, {"axes": "four"}, ValueError, "axes must hold 5 axes, got 1"),
+    ],
+)
+def test_latent_histograms_reject_bad_input_naming_the_argument(j, kwargs, error, match):
+    reps, _ = _representations(n=10)
+    with pytest.raises(error, match=match):
+        latent_histograms(reps, j, **kwargs)
+
+
+@pytest.mark.parametrize("count", [4, 6])
+def test_latent_histograms_reject_the_wrong_number_of_axes(count):
+    reps, _ = _representations(n=10)
+    _, axes = plt.subplots(1, count)
+    with pytest.raises(ValueError, match=f"axes must hold 5 axes, got {count}"):
+        latent_histograms(reps, 0, axes=axes)

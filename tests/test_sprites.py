@@ -439,3 +439,47 @@ _CLASSES = np.zeros((2, 5), dtype=np.int64)
 def test_bad_sprites_input_raises_naming_the_argument(sprites, call, error, match):
     with pytest.raises(error, match=match):
         call(sprites)
+
+
+# -- scaled_factors: the auxiliary variable u of the identifiable VAE chapter ------------------
+
+
+def test_scaled_factors_are_classes_over_size_minus_one(sprites):
+    factors = sprites.sample_factors(500, torch.Generator().manual_seed(3))
+    u = sprites.scaled_factors(factors)
+    assert u.shape == (500, 5) and u.dtype == torch.float32
+    expected = factors / np.array([2.0, 5.0, 39.0, 31.0, 31.0])
+    np.testing.assert_allclose(u.numpy(), expected, rtol=1e-7, atol=0)
+    assert u.min().item() >= 0.0 and u.max().item() <= 1.0
+    # The extremes of every factor map to exactly 0 and 1.
+    extremes = np.array([[0, 0, 0, 0, 0], [2, 5, 39, 31, 31]])
+    np.testing.assert_array_equal(sprites.scaled_factors(extremes).numpy(), [[0.0] * 5, [1.0] * 5])
+    # Integer tensors and lists are accepted, as for observations.
+    assert torch.equal(sprites.scaled_factors(torch.as_tensor(factors)), u)
+    assert torch.equal(sprites.scaled_factors(factors[:3].tolist()), u[:3])
+
+
+def test_scaled_factors_accepts_the_colour_column(sprites):
+    factors = sprites.sample_factors(20, torch.Generator().manual_seed(4))
+    with_colour = np.concatenate([np.zeros((20, 1), dtype=np.int64), factors], axis=1)
+    assert torch.equal(sprites.scaled_factors(with_colour), sprites.scaled_factors(factors))
+    assert sprites.scaled_factors(with_colour).shape == (20, 5)
+
+
+@pytest.mark.parametrize(
+    ("factors", "error", "match"),
+    [
+        ([[0, 0, 0, 32, 0]], ValueError, r"factors\[:, 3\] \(posX\) must be in 0..31"),
+        ([[3, 0, 0, 0, 0]], ValueError, r"factors\[:, 0\] \(shape\) must be in 0..2"),
+        ([[0, -1, 0, 0, 0]], ValueError, r"factors\[:, 1\] \(scale\)"),
+        ([[0, 0, 40, 0, 0]], ValueError, r"factors\[:, 2\] \(orientation\)"),
+        ([[1, 0, 0, 0, 0, 0]], ValueError, r"factors\[:, 0\] \(color\)"),
+        ([[0, 0, 0, 0]], ValueError, r"factors must have shape \(n, 6\) or \(n, 5\)"),
+        ([0, 0, 0, 0, 0], ValueError, "factors must have shape"),
+        ([[0.5, 0, 0, 0, 0]], TypeError, "factors must hold integers"),
+        ("factors", TypeError, "factors must hold integers"),
+    ],
+)
+def test_scaled_factors_rejects_bad_classes_naming_factors(sprites, factors, error, match):
+    with pytest.raises(error, match=match):
+        sprites.scaled_factors(factors)

@@ -176,8 +176,8 @@ def test_fit_raises_floating_point_error_when_the_objective_is_not_finite():
     ("model", "data", "kwargs", "error", "match"),
     [
         (nn.Linear(2, 2), torch.ones(4, 2), {}, TypeError, "model must have a terms"),
-        (Probe(), torch.ones(4), {}, ValueError, "data must be a non-empty batch"),
-        (Probe(), torch.ones(0, 2), {}, ValueError, "data must be a non-empty batch"),
+        (Probe(), torch.ones(4), {}, ValueError, r"data must be a batch \(n, \.\.\.\)"),
+        (Probe(), torch.ones(0, 2), {}, ValueError, "data must hold at least one example"),
         (Probe(), torch.full((4, 2), math.nan), {}, ValueError, "data must be finite"),
         (Probe(), "data", {}, TypeError, "data must be a tensor"),
         (Probe(), torch.ones(4, 2), {"epochs": 0}, ValueError, "epochs must be > 0"),
@@ -346,3 +346,126 @@ def test_history_of_a_float64_learned_gamma_is_not_the_live_parameter():
 def test_fit_rejects_bad_per_member_data_and_callbacks(data, kwargs, error, match):
     with pytest.raises(error, match=match):
         fit(Probe(), data, epochs=1, progress=False, **kwargs)
+
+
+# -- tuple data: (x, u) for models whose terms take several tensors ----------------------------
+
+
+class PairProbe(nn.Module):
+    """A float64 model taking ``terms(x, u, generator)``: it records both tensors it receives;
+    reconstruction = sum of x + sum of u, kl = 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros((), dtype=torch.float64))
+        self.batches = []
+
+    def terms(self, x, u, generator):
+        assert isinstance(generator, torch.Generator)
+        self.batches.append((x.clone(), u.clone()))
+        rec = x.flatten(1).sum(1) + u.flatten(1).sum(1) + 0 * self.weight
+        return ELBOTerms(rec, torch.zeros_like(rec))
+
+
+def _paired(n=10):
+    """x = 0..n-1 and u = (1000 + 10 x, -x): each row of u is readable from its row of x."""
+    x = torch.arange(float(n)).reshape(n, 1)
+    u = torch.cat([1000 + 10 * x, -x], dim=1)
+    return x, u
+
+
+@pytest.mark.parametrize("batch_size", [None, 3])
+@pytest.mark.parametrize("container", [tuple, list])
+def test_fit_with_tuple_data_passes_matching_rows_of_every_tensor(batch_size, container):
+    x, u = _paired()
+    probe = PairProbe()
+    history = fit(probe, container((x, u)), epochs=2, batch_size=batch_size, progress=False)
+    # Epoch average of x + 1000 + 10 x - x over x = 0..9: 1000 + 10 * 4.5.
+    assert history["reconstruction"] == pytest.approx([1045.0, 1045.0], rel=1e-12)
+    steps = 1 if batch_size is None else 4
+    assert len(probe.batches) == 2 * steps
+    for xb, ub in probe.batches:
+        assert xb.dtype == ub.dtype == torch.float64  # moved to the model's dtype
+        assert xb.shape[0] == ub.shape[0] and ub.shape[1:] == (2,)
+        torch.testing.assert_close(ub, torch.cat([1000 + 10 * xb, -xb], dim=1), rtol=0, atol=0)
+    for e in range(2):
+        seen = torch.cat([b[0] for b in probe.batches[e * steps : (e + 1) * steps]]).flatten()
+        assert torch.equal(seen.sort().values, x.flatten())
+    if batch_size is not None:  # shuffled: the batches are not the rows in order
+        assert not torch.equal(probe.batches[0][0].flatten(), x[:3].flatten())
+
+
+def test_fit_with_a_one_tensor_tuple_is_fit_with_the_tensor():
+    data = torch.arange(10.0).reshape(10, 1)
+    a, b = Probe(), Probe()
+    ha = fit(a, (data,), epochs=2, batch_size=3, progress=False)
+    hb = fit(b, data, epochs=2, batch_size=3, progress=False)
+    assert ha.terms == hb.terms
+    assert all(torch.equal(p, q) for p, q in zip(a.batches, b.batches, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("data", "kwargs", "error", "match"),
+    [
+        ((torch.ones(4, 2), torch.ones(3, 2)), {}, ValueError, r"data\[1\] has 3 examples"),
+        ((torch.ones(4, 2), torch.ones(5, 2)), {}, ValueError, r"data\[1\] has 5 examples but"),
+        ((), {}, ValueError, "data must be a tensor or a non-empty tuple"),
+        ([], {}, ValueError, "data must be a tensor or a non-empty tuple"),
+        ((torch.ones(4, 2), torch.ones(4)), {}, ValueError, r"data\[1\] must be a batch"),
+        ((torch.ones(4, 2), "u"), {}, TypeError, r"data\[1\] must be a tensor"),
+        (
+            (torch.ones(4, 2), torch.full((4, 2), math.nan)),
+            {},
+            ValueError,
+            r"data\[1\] must be finite",
+        ),
+        ((torch.ones(0, 2), torch.ones(0, 2)), {}, ValueError, r"data\[0\] must hold at least"),
+        (
+            (torch.ones(2, 4, 1), torch.ones(4, 2)),
+            {"per_member": True},
+            ValueError,
+            r"per_member data\[1\] must be \(M, n, \.\.\.\)",
+        ),
+        (
+            (torch.ones(2, 4, 1), torch.ones(2, 3, 2)),
+            {"per_member": True},
+            ValueError,
+            r"data\[1\] has 3 examples but data\[0\] has 4",
+        ),
+    ],
+)
+def test_fit_rejects_bad_tuple_data_naming_the_tensor(data, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fit(PairProbe(), data, epochs=1, progress=False, **kwargs)
+
+
+class PerMemberPairProbe(nn.Module):
+    """An ensemble-shaped probe for ``x (M, n, 1)`` and ``u (M, n, 1)``: records both."""
+
+    def __init__(self, members=3):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(members, dtype=torch.float64))
+        self.batches = []
+
+    def terms(self, x, u, generator):
+        self.batches.append((x.clone(), u.clone()))
+        rec = x[..., 0] + u[..., 0] + 0 * self.weight.sum()
+        return ELBOTerms(rec, torch.zeros_like(rec))
+
+
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_fit_per_member_with_tuple_data_takes_the_same_examples_from_every_tensor(batch_size):
+    # Member m's x are 100 m + 0..9 and its u are -(100 m + 0..9) / 2.
+    x = (100.0 * torch.arange(3.0).reshape(3, 1) + torch.arange(10.0)).unsqueeze(-1)
+    u = -x / 2
+    probe = PerMemberPairProbe()
+    history = fit(probe, (x, u), epochs=2, batch_size=batch_size, per_member=True, progress=False)
+    for epoch in history["reconstruction"]:
+        np.testing.assert_allclose(epoch, [2.25, 52.25, 102.25], rtol=1e-12)
+    steps = 1 if batch_size is None else 4
+    assert len(probe.batches) == 2 * steps
+    for xb, ub in probe.batches:
+        assert xb.shape == ub.shape and xb.shape[0] == 3
+        torch.testing.assert_close(ub, -xb / 2, rtol=0, atol=0)
+        index = xb[0, :, 0]
+        torch.testing.assert_close(xb[:, :, 0], index + 100 * torch.arange(3.0).unsqueeze(-1))

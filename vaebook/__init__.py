@@ -9,6 +9,8 @@ Modules (one idea each):
 - ``decomposition``: Mathieu et al.'s priors, annealed-prior identities and objective (7);
 - ``nets``: encoders, decoders and the VAE module; ``train``: the training loop;
 - ``ensemble``: many small VAEs trained at once with stacked weights;
+- ``two_stage``: Dai & Wipf's constructions and diagnostics; ``ivae``: the identifiable VAE
+  and Bonheme & Grzes' polarised regime;
 - ``data`` and ``sprites``: the datasets, all offline; ``metrics``: disentanglement scores;
 - ``plotting``: recurring figures;
 - ``notebook``: glue between the chapters and the book; ``checks``: input validation.

@@ -19,6 +19,7 @@ __all__ = [
     "check_positive",
     "check_positive_int",
     "check_same_last_dim",
+    "check_sizes",
 ]
 
 
@@ -134,4 +135,19 @@ def check_per_member(value, name: str, members: int | None, *, allow_zero: bool 
         )
     for i, v in enumerate(values.tolist()):
         check_positive(v, f"{name}[{i}]", allow_zero=allow_zero)
+    return values
+
+
+def check_sizes(values, name: str, minimum: int) -> tuple[int, ...]:
+    """``values`` (an int or a sequence of ints > 0, at least ``minimum`` of them) as a tuple."""
+    if isinstance(values, int):
+        values = (values,)
+    try:
+        values = tuple(values)
+    except TypeError as err:
+        raise TypeError(f"{name} must be a sequence of ints, got {type(values).__name__}") from err
+    if len(values) < minimum:
+        raise ValueError(f"{name} needs at least {minimum} entries, got {len(values)}")
+    for v in values:
+        check_positive_int(v, f"every entry of {name}")
     return values

@@ -35,6 +35,7 @@ __all__ = [
     "manifold",
     "pinwheel",
     "render_sprites",
+    "squares_and_hearts",
 ]
 
 DIGIT_LEVELS = 16.0  # the 8x8 digits are counts of pixels in 4x4 blocks: integers 0..16
@@ -250,6 +251,49 @@ def manifold(
     h = torch.cat([u, 0.5 * torch.sin(math.pi * u[:, :m])], dim=1)
     Q, _ = torch.linalg.qr(torch.randn(d, r + m, generator=gen, dtype=torch.float64))
     return h @ Q.T, u
+
+
+def squares_and_hearts(
+    n: int, resolution: int = 32, heart_share: float = 0.5, seed: int = 0
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Sprites in which one factor exists for one shape only: squares move sideways, hearts do not.
+
+    A square (scale class 5, orientation 0) sits at a uniformly drawn (posX, posY); a heart
+    (same scale and orientation) at a uniformly drawn posY and always in the middle column
+    (posX class 16 of 32). Horizontal position is a factor of the squares and not of the
+    hearts, so a latent that encodes it is needed for some inputs and useless for others:
+    the mixed variable of Bonheme & Grzes' Theorem 2 (iii).
+
+    Parameters
+    ----------
+    n : int, number of images.
+    resolution : int >= 16, side of the images in pixels.
+    heart_share : float in (0, 1), the probability that an image is a heart.
+    seed : int.
+
+    Returns
+    -------
+    x : float32 ``(n, 1, resolution, resolution)`` of 0/1.
+    factors : int64 ``(n, 5)`` dSprites classes (shape, scale, orientation, posX, posY), as
+        :meth:`~vaebook.sprites.Sprites.sample_factors` returns them, so that
+        ``Sprites(resolution).scaled_factors(factors)`` gives the iVAE's ``u``.
+    """
+    n = check_positive_int(n, "n")
+    heart_share = check_positive(heart_share, "heart_share")
+    if heart_share >= 1.0:
+        raise ValueError(f"heart_share must be in (0, 1), got {heart_share}")
+    sprites = Sprites(resolution)
+    positions = sprites.factor_sizes[3]
+    gen = _generator(seed)
+    hearts = torch.rand(n, generator=gen) < heart_share
+    pos_x = torch.randint(positions, (n,), generator=gen)
+    pos_y = torch.randint(positions, (n,), generator=gen)
+    factors = np.zeros((n, 5), dtype=np.int64)
+    factors[:, 0] = np.where(hearts.numpy(), 2, 0)  # shape classes: 0 square, 2 heart
+    factors[:, 1] = sprites.factor_sizes[1] - 1  # the largest scale
+    factors[:, 3] = np.where(hearts.numpy(), positions // 2, pos_x.numpy())
+    factors[:, 4] = pos_y.numpy()
+    return sprites.observations(factors), factors
 
 
 def lines_and_circles(

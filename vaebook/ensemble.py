@@ -20,9 +20,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .checks import as_tensor, check_choice, check_per_member, check_positive_int
+from .checks import as_tensor, check_choice, check_per_member, check_positive_int, check_sizes
 from .gaussian import kl_diag_normal, sample_diag_normal
-from .nets import ACTIVATIONS, VAE, _sizes, mlp_decoder, mlp_encoder, seeded
+from .nets import ACTIVATIONS, VAE, mlp_decoder, mlp_encoder, seeded
 from .objectives import LIKELIHOODS, ELBOTerms, reconstruction_log_likelihood
 
 __all__ = ["EnsembleLinear", "EnsembleVAE", "ensemble_mlp"]
@@ -100,7 +100,7 @@ def ensemble_mlp(
     last. Maps ``(M, n, sizes[0])`` (or a shared ``(n, sizes[0])``) to ``(M, n, sizes[-1])``.
     """
     check_positive_int(members, "members")
-    sizes = _sizes(sizes, "sizes", minimum=2)
+    sizes = check_sizes(sizes, "sizes", minimum=2)
     check_choice(activation, "activation", ACTIVATIONS)
     if final_activation is not None:
         check_choice(final_activation, "final_activation", ACTIVATIONS)
@@ -175,10 +175,10 @@ class EnsembleVAE(nn.Module):
     ):
         super().__init__()
         self.members = check_positive_int(members, "members")
-        self.input_shape = _sizes(input_shape, "input_shape", minimum=1)
-        self.encoder_hidden = _sizes(encoder_hidden, "encoder_hidden", minimum=1)
+        self.input_shape = check_sizes(input_shape, "input_shape", minimum=1)
+        self.encoder_hidden = check_sizes(encoder_hidden, "encoder_hidden", minimum=1)
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
-        self.decoder_hidden = _sizes(decoder_hidden, "decoder_hidden", minimum=1)
+        self.decoder_hidden = check_sizes(decoder_hidden, "decoder_hidden", minimum=1)
         self.likelihood = check_choice(likelihood, "likelihood", LIKELIHOODS)
         self.activation = check_choice(activation, "activation", ACTIVATIONS)
         check_positive_int(seed, "seed", allow_zero=True)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .checks import check_choice, check_positive, check_positive_int
+from .checks import check_choice, check_positive, check_positive_int, check_sizes
 from .gaussian import sample_diag_normal
 from .objectives import LIKELIHOODS, ELBOTerms, beta_vae_terms, reconstruction_log_likelihood
 
@@ -60,7 +60,7 @@ def mlp(sizes: Sequence[int], activation: str = "relu", final_activation: str | 
     The activation follows every hidden layer; ``final_activation`` (default none) follows
     the last one.
     """
-    sizes = _sizes(sizes, "sizes", minimum=2)
+    sizes = check_sizes(sizes, "sizes", minimum=2)
     check_choice(activation, "activation", ACTIVATIONS)
     if final_activation is not None:
         check_choice(final_activation, "final_activation", ACTIVATIONS)
@@ -103,17 +103,17 @@ def mlp_encoder(input_shape, hidden: Sequence[int], latent_dim: int, activation:
 
     ``input_shape`` is the shape of one example (e.g. ``(8, 8)`` or ``(64,)``).
     """
-    input_dim = math.prod(_sizes(input_shape, "input_shape", minimum=1))
-    hidden = _sizes(hidden, "hidden", minimum=1)
+    input_dim = math.prod(check_sizes(input_shape, "input_shape", minimum=1))
+    hidden = check_sizes(hidden, "hidden", minimum=1)
     body = nn.Sequential(nn.Flatten(), mlp([input_dim, *hidden], activation, activation))
     return GaussianEncoder(body, hidden[-1], latent_dim)
 
 
 def mlp_decoder(latent_dim: int, hidden: Sequence[int], output_shape, activation: str = "relu"):
     """An MLP ``z -> output`` reshaped to ``output_shape`` (the shape of one example)."""
-    output_shape = _sizes(output_shape, "output_shape", minimum=1)
+    output_shape = check_sizes(output_shape, "output_shape", minimum=1)
     check_positive_int(latent_dim, "latent_dim")
-    hidden = _sizes(hidden, "hidden", minimum=1)
+    hidden = check_sizes(hidden, "hidden", minimum=1)
     net = mlp([latent_dim, *hidden, math.prod(output_shape)], activation)
     return nn.Sequential(net, nn.Unflatten(1, tuple(output_shape)))
 
@@ -125,7 +125,7 @@ def conv_encoder(image_shape, latent_dim: int, channels=(32, 64), hidden: int = 
     so ``h`` and ``w`` must be divisible by ``2 ** len(channels)``), followed by ReLU; then
     a linear layer of ``hidden`` units.
     """
-    channels = _sizes(channels, "channels", minimum=1)
+    channels = check_sizes(channels, "channels", minimum=1)
     c, h, w = _image_shape(image_shape, len(channels))
     check_positive_int(hidden, "hidden")
     layers: list[nn.Module] = []
@@ -139,7 +139,7 @@ def conv_encoder(image_shape, latent_dim: int, channels=(32, 64), hidden: int = 
 
 def conv_decoder(latent_dim: int, image_shape, channels=(64, 32), hidden: int = 128):
     """The mirror of :func:`conv_encoder`: ``z -> (c, h, w)`` with stride-2 transposed convs."""
-    channels = _sizes(channels, "channels", minimum=1)
+    channels = check_sizes(channels, "channels", minimum=1)
     c, h, w = _image_shape(image_shape, len(channels))
     check_positive_int(latent_dim, "latent_dim")
     check_positive_int(hidden, "hidden")
@@ -252,22 +252,8 @@ class VAE(nn.Module):
         return self.mean_image(z)
 
 
-def _sizes(values, name: str, minimum: int) -> tuple[int, ...]:
-    if isinstance(values, int):
-        values = (values,)
-    try:
-        values = tuple(values)
-    except TypeError as err:
-        raise TypeError(f"{name} must be a sequence of ints, got {type(values).__name__}") from err
-    if len(values) < minimum:
-        raise ValueError(f"{name} needs at least {minimum} entries, got {len(values)}")
-    for v in values:
-        check_positive_int(v, f"every entry of {name}")
-    return values
-
-
 def _image_shape(image_shape, n_halvings: int) -> tuple[int, int, int]:
-    shape = _sizes(image_shape, "image_shape", minimum=3)
+    shape = check_sizes(image_shape, "image_shape", minimum=3)
     if len(shape) != 3:
         raise ValueError(f"image_shape must be (channels, height, width), got {shape}")
     scale = 2**n_halvings

@@ -11,7 +11,15 @@ from matplotlib.patches import Ellipse
 
 from .checks import as_tensor, check_positive, check_positive_int
 
-__all__ = ["gaussian_ellipse", "image_grid", "training_curves"]
+__all__ = ["gaussian_ellipse", "image_grid", "latent_histograms", "training_curves"]
+
+LATENT_PANELS = (  # (attribute of vaebook.ivae.Representations, panel title)
+    ("mean", "mean μ"),
+    ("variance", "variance σ"),
+    ("prior_variance", "prior variance σ†"),
+    ("sample", "sample z"),
+    ("prior_sample", "prior sample z†"),
+)
 
 
 def image_grid(images, ncols: int = 10, ax=None, title: str | None = None, pad: int = 1):
@@ -98,4 +106,39 @@ def training_curves(histories: dict, keys=("elbo", "kl"), axes=None):
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
     axes[0].legend(fontsize="small")
+    return axes
+
+
+def latent_histograms(reps, j: int, axes=None, bins: int = 50, label: str | None = None):
+    """Histograms of one latent's five representations over a dataset (Bonheme & Grzes, Figs. 1-4).
+
+    Panels, left to right: the mean ``μ_j``, the variance ``σ_j`` and the prior variance
+    ``σ†_j`` (Figs. 1-2), then the sampled ``z_j`` and the prior sample ``z†_j`` (Figs. 3-4).
+
+    Parameters
+    ----------
+    reps : a :class:`vaebook.ivae.Representations` (arrays ``(n, κ)``).
+    j : int, the latent to show.
+    axes : five matplotlib axes (a new 1 x 5 figure when ``None``).
+    bins : histogram bins per panel.
+    label : text put before each panel's title (e.g. ``"latent 3 (active)"``).
+
+    Returns
+    -------
+    the array of five axes.
+    """
+    values = {name: np.asarray(getattr(reps, name)) for name, _ in LATENT_PANELS}
+    kappa = values["mean"].shape[1]
+    if isinstance(j, bool) or not isinstance(j, (int, np.integer)) or not 0 <= j < kappa:
+        raise ValueError(f"j must be an int in 0..{kappa - 1}, got {j!r}")
+    check_positive_int(bins, "bins")
+    if axes is None:
+        _, axes = plt.subplots(1, len(LATENT_PANELS), figsize=(15, 2.6))
+    axes = np.asarray(axes).ravel()
+    if len(axes) != len(LATENT_PANELS):
+        raise ValueError(f"axes must hold {len(LATENT_PANELS)} axes, got {len(axes)}")
+    for ax, (name, title) in zip(axes, LATENT_PANELS, strict=True):
+        ax.hist(values[name][:, j], bins=bins, color="C0" if "prior" not in name else "C1")
+        ax.set_title(f"{label}: {title}" if label else title, fontsize="small")
+        ax.set_yticks([])
     return axes

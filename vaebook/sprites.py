@@ -314,6 +314,17 @@ class FactorDataset:
         images = self._images(self._index(factors, "factors"))
         return torch.from_numpy(images).to(torch.float32).unsqueeze(1)
 
+    def scaled_factors(self, factors) -> torch.Tensor:
+        """Factor classes ``(n, 5)`` scaled to [0, 1]: ``class / (size - 1)``, float32 ``(n, 5)``.
+
+        The auxiliary variable ``u`` of the identifiable VAE chapter. A factor with one class
+        (size 1) gives 0. ``(n, 6)`` with colour is accepted; the colour column is dropped.
+        Orientation classes 0 and 39 draw the same image but get ``u = 0`` and ``u = 1``.
+        """
+        classes = self.classes(self._index(factors, "factors"))[:, 1:]
+        span = np.maximum(np.array(self.factor_sizes, dtype=np.float64) - 1.0, 1.0)
+        return torch.from_numpy(classes / span).to(torch.float32)
+
     # -- shared helpers ---------------------------------------------------------------------
 
     def _grid_classes(self, rows: np.ndarray) -> np.ndarray:

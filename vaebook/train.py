@@ -91,7 +91,9 @@ def fit(
         :class:`~vaebook.nets.VAE`, or a ``vaebook.ensemble.EnsembleVAE`` (then every
         entry of the history is an array with one value per member). It is moved to
         ``device`` and trained in place; the loss is ``-terms.mean().objective.sum()``.
-    data : tensor ``(n, ...)`` of training examples.
+    data : tensor ``(n, ...)`` of training examples, or a tuple of tensors sharing the
+        example axis, e.g. ``(x, u)`` for a :class:`~vaebook.ivae.IVAE`: each mini-batch
+        takes the same rows of every tensor and calls ``model.terms(*batch, generator=...)``.
     epochs : int > 0, passes over the data.
     batch_size : examples per step; ``None`` means full-batch (one step per epoch).
     lr : Adam learning rate (torch's fused Adam kernel is used where available).
@@ -113,15 +115,9 @@ def fit(
     """
     if not hasattr(model, "terms"):
         raise TypeError("model must have a terms(x, generator) method, e.g. vaebook.nets.VAE")
-    data = as_tensor(data, "data")
-    if data.dim() < 2 or data.shape[0] == 0:
-        raise ValueError(f"data must be a non-empty batch (n, ...), got shape {tuple(data.shape)}")
+    tensors = _data_tensors(data, per_member)
     epochs = check_positive_int(epochs, "epochs")
-    if per_member and data.dim() < 3:
-        raise ValueError(f"per_member data must be (M, n, ...), got shape {tuple(data.shape)}")
-    n = data.shape[1] if per_member else data.shape[0]
-    if n == 0:
-        raise ValueError(f"data must hold at least one example, got shape {tuple(data.shape)}")
+    n = tensors[0].shape[1] if per_member else tensors[0].shape[0]
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     batch_size = n if batch_size is None else min(check_positive_int(batch_size, "batch_size"), n)
@@ -130,7 +126,8 @@ def fit(
     device = resolve_device(device)
 
     model.to(device)
-    data = data.to(device=device, dtype=next(model.parameters()).dtype)
+    dtype = next(model.parameters()).dtype
+    tensors = [t.to(device=device, dtype=dtype) for t in tensors]
     order_gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
     optimiser = _adam(model.parameters(), lr)
@@ -141,8 +138,11 @@ def fit(
         perm = torch.randperm(n, generator=order_gen).to(device) if batch_size < n else None
         for start in range(0, n, batch_size):
             batch = perm[start : start + batch_size] if perm is not None else None
-            x = data if batch is None else data[:, batch] if per_member else data[batch]
-            terms = model.terms(x, noise_gen).mean()
+            if batch is None:
+                xs = tensors
+            else:
+                xs = [t[:, batch] if per_member else t[batch] for t in tensors]
+            terms = model.terms(*xs, generator=noise_gen).mean()
             loss = -terms.objective.sum()  # one model: a scalar already; an ensemble: (M,)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -151,7 +151,7 @@ def fit(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            weight = (x.shape[1] if per_member else x.shape[0]) / n
+            weight = (xs[0].shape[1] if per_member else xs[0].shape[0]) / n
             for key, value in terms.as_dict().items():
                 totals[key] = totals.get(key, 0.0) + weight * value
         for name, parameter in model.named_parameters():
@@ -162,6 +162,30 @@ def fit(
             callback(epoch, model)
         bar.set_postfix(elbo=f"{np.mean(totals['elbo']):.2f}", kl=f"{np.mean(totals['kl']):.2f}")
     return history
+
+
+def _data_tensors(data, per_member: bool) -> list[torch.Tensor]:
+    """``data`` as a list of tensors with a common example axis (axis 1 when ``per_member``)."""
+    if isinstance(data, (tuple, list)):
+        if len(data) == 0:
+            raise ValueError("data must be a tensor or a non-empty tuple of tensors")
+        tensors = [as_tensor(t, f"data[{i}]") for i, t in enumerate(data)]
+    else:
+        tensors = [as_tensor(data, "data")]
+    axis = 1 if per_member else 0
+    for i, t in enumerate(tensors):
+        name = "data" if len(tensors) == 1 else f"data[{i}]"
+        if per_member and t.dim() < 3:
+            raise ValueError(f"per_member {name} must be (M, n, ...), got shape {tuple(t.shape)}")
+        if t.dim() < 2:
+            raise ValueError(f"{name} must be a batch (n, ...), got shape {tuple(t.shape)}")
+        if t.shape[axis] == 0:
+            raise ValueError(f"{name} must hold at least one example, got shape {tuple(t.shape)}")
+        if t.shape[axis] != tensors[0].shape[axis]:
+            raise ValueError(
+                f"{name} has {t.shape[axis]} examples but data[0] has {tensors[0].shape[axis]}"
+            )
+    return tensors
 
 
 def _adam(parameters, lr: float) -> torch.optim.Adam:

@@ -22,9 +22,11 @@ The chapter ``book/two_stage.md`` uses these kernels. Notation follows the paper
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from .checks import as_tensor, check_finite, check_positive, check_positive_int
@@ -257,25 +259,28 @@ def decoder_jacobian(decoder: Callable, z) -> torch.Tensor:
 
     ``decoder`` maps ``(n, r)`` to ``(n, d)`` row by row (row ``i`` of the output depends on
     row ``i`` of the input only, as for :func:`bent_line` or an MLP) with differentiable torch
-    operations. Row ``j`` of every Jacobian is the gradient of the sum of output ``j`` over
-    the batch, one backward pass per output dimension.
+    operations. Column ``k`` of every Jacobian is one forward-mode derivative along latent
+    ``k`` for the whole batch, so the cost is ``r`` forward passes and the memory that of one.
     """
     if not callable(decoder):
         raise TypeError(f"decoder must be callable, got {type(decoder).__name__}")
-    z = check_finite(as_tensor(z, "z"), "z")
+    z = check_finite(as_tensor(z, "z"), "z").detach()
     if z.dim() != 2:
         raise ValueError(f"z must be (n, r), got {tuple(z.shape)}")
-    z = z.detach().requires_grad_(True)
-    with torch.enable_grad():
-        out = decoder(z)
-        if out.dim() != 2 or out.shape[0] != z.shape[0]:
-            raise ValueError(f"decoder must map (n, r) to (n, d), got {tuple(out.shape)}")
-        rows = [
-            torch.autograd.grad(out[:, j].sum(), z, retain_graph=True, allow_unused=True)[0]
-            for j in range(out.shape[1])
-        ]
-    rows = [torch.zeros_like(z) if row is None else row for row in rows]
-    return torch.stack(rows, 1).detach()
+    columns = []
+    with warnings.catch_warnings(), torch.no_grad(), fwAD.dual_level():
+        # torch's forward AD loads its decompositions through torch.jit.script on first use,
+        # which warns that torch.jit.script is deprecated: torch's internals, not ours
+        warnings.filterwarnings("ignore", r".*torch\.jit\.script.*", DeprecationWarning)
+        for k in range(z.shape[1]):
+            direction = torch.zeros_like(z)
+            direction[:, k] = 1.0
+            out = decoder(fwAD.make_dual(z, direction))
+            primal, tangent = fwAD.unpack_dual(out)
+            if primal.dim() != 2 or primal.shape[0] != z.shape[0]:
+                raise ValueError(f"decoder must map (n, r) to (n, d), got {tuple(primal.shape)}")
+            columns.append(torch.zeros_like(primal) if tangent is None else tangent)
+    return torch.stack(columns, -1)
 
 
 def bent_line(u) -> torch.Tensor:
@@ -429,15 +434,17 @@ def optimal_encoder_covariance(J, gamma: float) -> torch.Tensor:
 
     ``J`` is the decoder Jacobian ``(..., d, κ)`` at ``μ_z``; the result is ``(..., κ, κ)``.
     If ``J`` has rank ``r``, ``r`` eigenvalues are ``1 / (1 + S_i / γ) = O(γ)`` and ``κ - r``
-    equal 1 (eqs. 84-85). It is computed as ``γ (J^T J + γ I)⁻¹`` by a solve, which stays
-    accurate when ``J^T J / γ`` is huge.
+    equal 1 (eqs. 84-85). It is the standard-prior case of Bonheme & Grzes' eq. 11,
+    :func:`vaebook.ivae.optimal_posterior_covariance`, which computes it without an inverse, so
+    it stays accurate when ``J^T J / γ`` is huge.
     """
-    gamma = check_positive(gamma, "gamma")
+    from .ivae import optimal_posterior_covariance  # ivae builds on this module
+
     J = check_finite(as_tensor(J, "J"), "J")
     if J.dim() < 2:
         raise ValueError(f"J must be (..., d, kappa), got {tuple(J.shape)}")
-    eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
-    return gamma * torch.linalg.solve(J.mT @ J + gamma * eye, eye.expand(*J.shape[:-2], -1, -1))
+    ones = torch.ones(J.shape[-1], dtype=J.dtype, device=J.device)
+    return optimal_posterior_covariance(J, ones, gamma)
 
 
 # -- diagnostics of a trained VAE -------------------------------------------------------------

@@ -1,0 +1,1235 @@
+"""Tests of vaebook.ivae (Bonheme & Grzes, 2023) against explicit inverses, numerical minimisers
+of the local cost (eq. 10), Weyl's inequality, torch.distributions and constructed statistics
+with known passive / active / mixed answers."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import randn
+from scipy import stats
+from torch import nn
+from torch.distributions import Bernoulli, Normal, kl_divergence
+
+from vaebook.gaussian import sample_diag_normal
+from vaebook.ivae import (
+    IVAE,
+    LATENT_LABELS,
+    LatentClasses,
+    Representations,
+    classify_latents,
+    eigenvalue_bounds,
+    laplace_posterior_variances,
+    local_cost,
+    mlp_ivae,
+    optimal_posterior_covariance,
+    optimal_posterior_variances,
+    representations,
+)
+from vaebook.nets import VAE, mlp_decoder, mlp_encoder, seeded
+from vaebook.train import fit
+from vaebook.two_stage import optimal_encoder_covariance
+
+F64 = torch.float64
+LOG_2PI = math.log(2 * math.pi)
+
+
+def seeded_gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def positive(gen, *shape, low=0.2, high=3.0):
+    """Uniform float64 numbers in ``[low, high)``: prior variances away from 0."""
+    return low + (high - low) * torch.rand(shape, generator=gen, dtype=F64)
+
+
+def rank_r(gen, d, kappa, r):
+    """A random ``d × κ`` Jacobian of rank ``r``."""
+    return randn(gen, d, r) @ randn(gen, r, kappa)
+
+
+def as_matrix(prior):
+    """``prior`` (variances ``(κ,)`` or a matrix) as a numpy covariance matrix."""
+    prior = np.asarray(prior, dtype=np.float64)
+    return np.diag(prior) if prior.ndim == 1 else prior
+
+
+def explicit_covariance(J, prior, gamma):
+    """eq. 11 written with explicit numpy inverses: ``(Σ†⁻¹ + JᵀJ/γ)⁻¹``."""
+    J = np.asarray(J, dtype=np.float64)
+    precision = np.linalg.inv(as_matrix(prior)) + J.T @ J / gamma
+    return np.linalg.inv(precision)
+
+
+def direct_local_cost(cov, J, prior, gamma, mean_offset=None):
+    """eq. 10 term by term in numpy: trace, d/2 log 2πγ, Mahalanobis, -κ and the log-dets."""
+    cov, J = np.asarray(cov, dtype=np.float64), np.asarray(J, dtype=np.float64)
+    prior = as_matrix(prior)
+    d, kappa = J.shape
+    prior_inv = np.linalg.inv(prior)
+    trace = np.trace(cov @ (prior_inv + J.T @ J / gamma))
+    quad = 0.0 if mean_offset is None else float(mean_offset @ prior_inv @ mean_offset)
+    logdet_prior = np.linalg.slogdet(prior)[1]
+    logdet_cov = np.linalg.slogdet(cov)[1]
+    return (
+        0.5 * trace
+        + 0.5 * d * math.log(2 * math.pi * gamma)
+        + 0.5 * (quad - kappa + logdet_prior - logdet_cov)
+    )
+
+
+def _lbfgs(parameter, cost):
+    """Minimise ``cost()`` over ``parameter`` by LBFGS in float64 to machine tolerance."""
+    optimiser = torch.optim.LBFGS(
+        [parameter],
+        lr=1.0,
+        max_iter=300,
+        tolerance_grad=1e-14,
+        tolerance_change=1e-16,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        optimiser.zero_grad()
+        value = cost()
+        value.backward()
+        return value
+
+    for _ in range(3):
+        optimiser.step(closure)
+
+
+def _cholesky_param(raw):
+    """``Σ = L Lᵀ`` from an unconstrained matrix: lower triangle and log-diagonal of ``L``."""
+    chol = torch.tril(raw, -1) + torch.diag_embed(raw.diagonal().exp())
+    return chol @ chol.T
+
+
+def numerical_minimiser(J, prior_cov, gamma, seed):
+    """argmin over SPD ``Σ`` of :func:`local_cost`, by LBFGS from a random start."""
+    kappa = J.shape[-1]
+    raw = (0.5 * randn(seeded_gen(seed), kappa, kappa)).requires_grad_(True)
+    _lbfgs(raw, lambda: local_cost(_cholesky_param(raw), J, prior_cov, gamma))
+    return _cholesky_param(raw).detach()
+
+
+def numerical_diagonal_minimiser(J, prior_var, gamma, seed):
+    """argmin over *diagonal* ``Σ`` of :func:`local_cost` (log-variances by LBFGS)."""
+    log_var = randn(seeded_gen(seed), J.shape[-1]).requires_grad_(True)
+    _lbfgs(log_var, lambda: local_cost(torch.diag(log_var.exp()), J, prior_var, gamma))
+    return log_var.detach().exp()
+
+
+def as_tensor_matrix(prior):
+    """``prior`` (variances ``(κ,)`` or a matrix) as a torch covariance matrix."""
+    return torch.diag(prior) if prior.dim() == 1 else prior
+
+
+def assert_between(lower, eig, upper):
+    """``lower ≤ eig ≤ upper`` up to rounding: eigvalsh errs by ≈ ε |Σ| in absolute terms."""
+    slack = 1e-9 * eig.abs() + 1e-13 * eig.abs().max()
+    assert bool((lower <= eig + slack).all()), (lower, eig)
+    assert bool((eig <= upper + slack).all()), (eig, upper)
+
+
+def rel_err(a, b):
+    return (torch.linalg.norm(a - b) / torch.linalg.norm(b)).item()
+
+
+# -- optimal_posterior_covariance (eq. 11) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("prior_kind", ["diagonal", "full"])
+@pytest.mark.parametrize("gamma", [10.0, 0.3, 1e-3])
+def test_optimal_posterior_covariance_is_the_explicit_inverse(gen, make_spd, prior_kind, gamma):
+    J = randn(gen, 6, 4)
+    prior = positive(gen, 4) if prior_kind == "diagonal" else make_spd(4)
+    cov = optimal_posterior_covariance(J, prior, gamma)
+    assert cov.shape == (4, 4) and cov.dtype == F64
+    expected = explicit_covariance(J, prior, gamma)
+    np.testing.assert_allclose(cov.numpy(), expected, rtol=1e-10, atol=1e-13 * gamma)
+
+
+@pytest.mark.parametrize("prior_kind", ["diagonal", "full"])
+def test_optimal_posterior_covariance_is_the_numerical_minimiser_of_the_local_cost(
+    gen, make_spd, prior_kind
+):
+    J = randn(gen, 5, 3)
+    prior = positive(gen, 3) if prior_kind == "diagonal" else make_spd(3)
+    gamma = 0.4
+    cov = optimal_posterior_covariance(J, prior, gamma)
+    best = local_cost(cov, J, prior, gamma).item()
+    for seed in range(3):  # eq. 10 is strictly convex in Σ: every start finds the same Σ
+        found = numerical_minimiser(J, prior, gamma, seed)
+        assert rel_err(found, cov) < 1e-6
+        assert local_cost(found, J, prior, gamma).item() >= best - 1e-12
+    # A check that can fail: a perturbed Σ costs strictly more.
+    bumped = cov + 0.05 * torch.eye(3, dtype=F64)
+    assert local_cost(bumped, J, prior, gamma).item() > best + 1e-6
+
+
+def test_optimal_posterior_covariance_is_symmetric_pd_and_batched(gen, make_spd):
+    J = randn(gen, 2, 3, 5, 4)
+    prior = positive(gen, 4)
+    cov = optimal_posterior_covariance(J, prior, 0.2)
+    assert cov.shape == (2, 3, 4, 4)
+    assert torch.equal(cov, cov.mT)
+    assert bool((torch.linalg.eigvalsh(cov) > 0).all())
+    for i in range(2):
+        for j in range(3):
+            np.testing.assert_allclose(
+                cov[i, j].numpy(), explicit_covariance(J[i, j], prior, 0.2), rtol=1e-10, atol=0
+            )
+    # A batch of full prior covariances, one per Jacobian.
+    priors = make_spd(4, 3)
+    cov = optimal_posterior_covariance(J[0], priors, 0.2)
+    assert cov.shape == (3, 4, 4)
+    for j in range(3):
+        np.testing.assert_allclose(
+            cov[j].numpy(), explicit_covariance(J[0, j], priors[j], 0.2), rtol=1e-10, atol=1e-14
+        )
+    # One prior matrix shared by the whole batch.
+    cov = optimal_posterior_covariance(J, priors[1], 0.2)
+    np.testing.assert_allclose(
+        cov[1, 2].numpy(), explicit_covariance(J[1, 2], priors[1], 0.2), rtol=1e-10, atol=1e-14
+    )
+
+
+@pytest.mark.parametrize("gamma", [1.0, 1e-4])
+def test_standard_prior_reproduces_dai_and_wipfs_optimal_encoder_covariance(gen, gamma):
+    J = randn(gen, 3, 7, 4)
+    cov = optimal_posterior_covariance(J, torch.ones(4, dtype=F64), gamma)
+    eye = torch.eye(4, dtype=F64)
+    np.testing.assert_allclose(
+        cov.numpy(), optimal_encoder_covariance(J, gamma).numpy(), rtol=1e-12, atol=0
+    )
+    # Independently: γ (JᵀJ + γ I)⁻¹ (Dai & Wipf eq. 83) by an explicit solve, and Σ† = I as a
+    # matrix gives the same as Σ† = I as variances.
+    expected = gamma * torch.linalg.inv(J.mT @ J + gamma * eye)
+    np.testing.assert_allclose(cov.numpy(), expected.numpy(), rtol=1e-8, atol=1e-14)
+    torch.testing.assert_close(optimal_posterior_covariance(J, eye, gamma), cov, rtol=1e-12, atol=0)
+
+
+def test_optimal_posterior_covariance_keeps_relative_accuracy_at_tiny_gamma(gen):
+    gamma = 1e-10
+    Q, _ = torch.linalg.qr(randn(gen, 8, 3))
+    norms = torch.tensor([3.0, 0.5, 1.7], dtype=F64)
+    J = Q * norms  # orthogonal columns: JᵀJ = diag(s), s = |J_j|²
+    s = norms**2
+    # Standard prior: eigenvalues γ / (γ + s) ≈ γ / s, every one of them O(γ).
+    eig = torch.linalg.eigvalsh(optimal_posterior_covariance(J, torch.ones(3, dtype=F64), gamma))
+    np.testing.assert_allclose(eig.numpy(), np.sort((gamma / (gamma + s)).numpy()), rtol=1e-12)
+    np.testing.assert_allclose(eig.numpy(), np.sort((gamma / s).numpy()), rtol=1e-9)
+    # A diagonal prior: Σ is diagonal with 1 / (1/σ†_j + s_j / γ), entry by entry.
+    prior = torch.tensor([0.3, 2.0, 5.0], dtype=F64)
+    cov = optimal_posterior_covariance(J, prior, gamma)
+    expected = 1.0 / (1.0 / prior + s / gamma)
+    np.testing.assert_allclose(cov.diagonal().numpy(), expected.numpy(), rtol=1e-12)
+    off = cov - torch.diag(cov.diagonal())
+    assert off.abs().max().item() < 1e-12 * expected.min().item()
+
+
+def null_column_problem(gen):
+    """A Jacobian ``10 × 8`` whose columns 1, 3 and 6 are zero, and a diagonal prior."""
+    J = randn(gen, 10, 8)
+    null = [1, 3, 6]
+    J[:, null] = 0.0  # the decoder ignores latents 1, 3 and 6
+    prior = torch.tensor([0.3, 2.0, 0.7, 5.0, 1.3, 0.9, 1.7, 0.5], dtype=F64)
+    return J, prior, null, [k for k in range(8) if k not in null]
+
+
+def test_jacobian_null_coordinates_keep_the_prior_variance(gen):
+    J, prior, null, used = null_column_problem(gen)
+    gamma = 1.0
+    cov = optimal_posterior_covariance(J, prior, gamma)
+    for j in null:
+        assert cov[j, j].item() == pytest.approx(prior[j].item(), rel=1e-14, abs=0)
+        others = [k for k in range(8) if k != j]
+        assert cov[j, others].abs().max().item() < 1e-14
+    # The used latents solve the smaller problem on their own columns.
+    sub = explicit_covariance(J[:, used], prior[used], gamma)
+    np.testing.assert_allclose(cov[used][:, used].numpy(), sub, rtol=1e-10, atol=0)
+
+
+def test_jacobian_null_coordinates_keep_the_prior_variance_exactly_at_tiny_gamma(gen):
+    J, prior, null, _ = null_column_problem(gen)
+    cov = optimal_posterior_covariance(J, prior, 1e-10)
+    for j in null:
+        assert cov[j, j].item() == pytest.approx(prior[j].item(), rel=1e-12, abs=0)
+        others = [k for k in range(8) if k != j]
+        assert cov[j, others].abs().max().item() < 1e-12
+
+
+def test_rank_deficient_jacobian_splits_the_eigenvalues(gen, make_spd):
+    kappa, r = 5, 2
+    J = rank_r(gen, 7, kappa, r)
+    prior = make_spd(kappa)
+    prior_eig = np.linalg.eigvalsh(prior.numpy())
+    jtj = np.sort(np.linalg.eigvalsh((J.T @ J).numpy()))[::-1][:r]  # the nonzero λ‡, descending
+    previous = None
+    for gamma in [10.0, 1.0, 0.1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]:
+        eig = torch.linalg.eigvalsh(optimal_posterior_covariance(J, prior, gamma)).numpy()
+        # κ - r eigenvalues stay within the prior's spectrum for every γ ...
+        big = eig[r:]
+        assert (big >= prior_eig[0] * (1 - 1e-9)).all() and (
+            big <= prior_eig[-1] * (1 + 1e-9)
+        ).all()
+        # ... and r shrink like γ: λ_i / γ → 1 / λ‡_i (γ Σ⁻¹ → JᵀJ).
+        scaled = eig[:r] / gamma
+        error = np.abs(scaled * jtj - 1).max()
+        if previous is not None:
+            assert error < previous  # converges as γ falls
+        previous = error
+    assert previous < 1e-4
+    assert eig[:r].max() < 1e-4 * prior_eig[0]
+
+
+# -- eigenvalue_bounds (eq. 12) ---------------------------------------------------------------
+
+
+def test_eigenvalue_bounds_hold_and_are_weyls_formula(gen, make_spd):
+    J = randn(gen, 6, 4)
+    prior = make_spd(4)
+    prior_eig = np.linalg.eigvalsh(prior.numpy())
+    jtj = np.sort(np.linalg.eigvalsh((J.T @ J).numpy()))[::-1]
+    for gamma in np.logspace(-6, 1, 8):
+        lower, upper = eigenvalue_bounds(J, prior, gamma)
+        assert lower.shape == upper.shape == (4,)
+        np.testing.assert_allclose(
+            lower.numpy(), 1 / (1 / prior_eig[0] + jtj / gamma), rtol=1e-10, atol=0
+        )
+        np.testing.assert_allclose(
+            upper.numpy(), 1 / (1 / prior_eig[-1] + jtj / gamma), rtol=1e-10, atol=0
+        )
+        eig = torch.linalg.eigvalsh(optimal_posterior_covariance(J, prior, gamma))
+        assert_between(lower, eig, upper)
+        assert bool((lower <= upper).all())
+
+
+def test_eigenvalue_bounds_over_gamma_tend_to_the_inverse_jacobian_spectrum(gen, make_spd):
+    J = randn(gen, 6, 3)
+    prior = make_spd(3)
+    jtj = np.sort(np.linalg.eigvalsh((J.T @ J).numpy()))[::-1]
+    errors = []
+    for gamma in [1e-2, 1e-4, 1e-8]:
+        lower, upper = eigenvalue_bounds(J, prior, gamma)
+        for bound in (lower, upper):
+            errors.append(np.abs(bound.numpy() / gamma * jtj - 1).max())
+    assert errors[-1] < 1e-6 and errors[-2] < 1e-6
+    assert errors[0] > errors[2] > errors[4]
+
+
+@pytest.mark.parametrize("c", [0.25, 1.0, 3.0])
+def test_eigenvalue_bounds_are_tight_for_an_isotropic_prior(gen, c):
+    J = randn(gen, 5, 4)
+    jtj = np.sort(np.linalg.eigvalsh((J.T @ J).numpy()))[::-1]
+    for gamma in [2.0, 0.1, 1e-3]:
+        for prior in (torch.full((4,), c, dtype=F64), c * torch.eye(4, dtype=F64)):
+            lower, upper = eigenvalue_bounds(J, prior, gamma)
+            np.testing.assert_allclose(lower.numpy(), upper.numpy(), rtol=1e-14, atol=0)
+            np.testing.assert_allclose(lower.numpy(), 1 / (1 / c + jtj / gamma), rtol=1e-10)
+            eig = torch.linalg.eigvalsh(optimal_posterior_covariance(J, prior, gamma))
+            np.testing.assert_allclose(eig.numpy(), lower.numpy(), rtol=1e-9)
+
+
+def test_eigenvalue_bounds_of_a_rank_deficient_jacobian(gen, make_spd):
+    kappa, r = 5, 2
+    J = rank_r(gen, 6, kappa, r)
+    prior = make_spd(kappa)
+    prior_eig = np.linalg.eigvalsh(prior.numpy())
+    for gamma in [1.0, 1e-3, 1e-6]:
+        lower, upper = eigenvalue_bounds(J, prior, gamma)
+        # The zero λ‡ pair with the largest eigenvalues of Σ: bounds [λ†_min, λ†_max].
+        # (eigvalsh leaves the zero λ‡ at ≈ 1e-15 |JᵀJ|, which moves them by ≈ 1e-15 / γ.)
+        np.testing.assert_allclose(lower[r:].numpy(), prior_eig[0], rtol=1e-6)
+        np.testing.assert_allclose(upper[r:].numpy(), prior_eig[-1], rtol=1e-6)
+        assert upper[:r].max().item() < upper[r:].min().item()
+        eig = torch.linalg.eigvalsh(optimal_posterior_covariance(J, prior, gamma))
+        assert_between(lower, eig, upper)
+
+
+def test_eigenvalue_bounds_shapes_and_batches(gen, make_spd):
+    J = randn(gen, 2, 3, 5, 4)
+    lower, upper = eigenvalue_bounds(J, positive(gen, 4), 0.5)
+    assert lower.shape == upper.shape == (2, 3, 4)
+    priors = make_spd(4, 3)
+    lower, upper = eigenvalue_bounds(J[0], priors, 0.5)
+    assert lower.shape == upper.shape == (3, 4)
+    for j in range(3):
+        lo, up = eigenvalue_bounds(J[0, j], priors[j], 0.5)
+        torch.testing.assert_close(lower[j], lo, rtol=1e-13, atol=0)
+        torch.testing.assert_close(upper[j], up, rtol=1e-13, atol=0)
+    # Ascending: the i-th smallest eigenvalue pairs with the i-th largest λ‡.
+    assert bool((lower[..., 1:] >= lower[..., :-1]).all())
+    assert bool((upper[..., 1:] >= upper[..., :-1]).all())
+
+
+# -- optimal_posterior_variances --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gamma", [5.0, 0.1, 1e-4])
+def test_optimal_posterior_variances_are_the_inverse_diagonal_precision(gen, gamma):
+    J = randn(gen, 7, 4)
+    prior = positive(gen, 4)
+    got = optimal_posterior_variances(J, prior, gamma)
+    assert got.shape == (4,) and got.dtype == F64
+    precision = np.diag(1 / prior.numpy()) + (J.T @ J).numpy() / gamma
+    np.testing.assert_allclose(got.numpy(), 1 / np.diag(precision), rtol=1e-12)
+    # Not the diagonal of eq. 11 when JᵀJ is not diagonal (the VAE cannot reach eq. 11).
+    full = optimal_posterior_covariance(J, prior, gamma).diagonal()
+    assert not torch.allclose(got, full, rtol=1e-3)
+
+
+def test_optimal_posterior_variances_minimise_the_local_cost_over_diagonal_covariances(gen):
+    J = randn(gen, 5, 3)
+    prior = positive(gen, 3)
+    gamma = 0.5
+    got = optimal_posterior_variances(J, prior, gamma)
+    best = local_cost(torch.diag(got), J, prior, gamma).item()
+    for seed in range(3):
+        found = numerical_diagonal_minimiser(J, prior, gamma, seed)
+        np.testing.assert_allclose(found.numpy(), got.numpy(), rtol=1e-6)
+    # The diagonal optimum costs more than the full one (eq. 11), less than other diagonals.
+    full = optimal_posterior_covariance(J, prior, gamma)
+    assert local_cost(full, J, prior, gamma).item() < best - 1e-6
+    for factor in (0.9, 1.1):
+        assert local_cost(torch.diag(got * factor), J, prior, gamma).item() > best
+
+
+def test_a_zero_column_keeps_exactly_the_prior_variance(gen):
+    J = randn(gen, 6, 4)
+    J[:, 2] = 0.0
+    prior = torch.tensor([0.3, 2.0, 0.7, 5.0], dtype=F64)
+    for gamma in [1.0, 1e-10]:
+        got = optimal_posterior_variances(J, prior, gamma)
+        # The prior variance to the last bit (σ† γ / γ may round once).
+        assert got[2].item() == pytest.approx(prior[2].item(), rel=2.3e-16, abs=0)
+        used = [0, 1, 3]
+        norms = (J[:, used] ** 2).sum(0)
+        np.testing.assert_allclose(
+            got[used].numpy(), (1 / (1 / prior[used] + norms / gamma)).numpy(), rtol=1e-12
+        )
+
+
+def test_optimal_posterior_variances_broadcast_the_prior(gen):
+    J = randn(gen, 3, 5, 4)  # a batch of n = 3 Jacobians
+    norms = (J**2).sum(-2).numpy()  # (3, 4)
+    gamma = 0.2
+
+    def expected(prior):
+        return 1 / (1 / np.broadcast_to(prior, (3, 4)) + norms / gamma)
+
+    prior_row = positive(gen, 4)
+    prior_each = positive(gen, 3, 4)
+    for prior in (2.0, torch.tensor(2.0, dtype=F64), prior_row, prior_each):
+        got = optimal_posterior_variances(J, prior, gamma)
+        assert got.shape == (3, 4)
+        np.testing.assert_allclose(got.numpy(), expected(np.asarray(prior)), rtol=1e-12)
+    # An unbatched Jacobian with one prior per example broadcasts to (n, κ) as well.
+    got = optimal_posterior_variances(J[1], prior_each, gamma)
+    np.testing.assert_allclose(
+        got.numpy(), 1 / (1 / prior_each.numpy() + norms[1] / gamma), rtol=1e-12
+    )
+
+
+# -- local_cost (eq. 10) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prior_kind", ["diagonal", "full"])
+@pytest.mark.parametrize("with_offset", [False, True])
+def test_local_cost_is_the_direct_formula(gen, make_spd, prior_kind, with_offset):
+    d, kappa, gamma = 7, 3, 0.35  # d ≠ κ: the d/2 log 2πγ term counts the rows of J
+    J = randn(gen, d, kappa)
+    prior = positive(gen, kappa) if prior_kind == "diagonal" else make_spd(kappa)
+    cov = make_spd(kappa)
+    offset = randn(gen, kappa) if with_offset else None
+    got = local_cost(cov, J, prior, gamma, mean_offset=offset)
+    assert got.shape == () and got.dtype == F64
+    expected = direct_local_cost(cov, J, prior, gamma, None if offset is None else offset.numpy())
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_local_cost_batches_over_covariances_and_offsets(gen, make_spd):
+    J = randn(gen, 4, 3)
+    prior = make_spd(3)
+    covs, offsets = make_spd(3, 5), randn(gen, 5, 3)
+    got = local_cost(covs, J, prior, 0.7, mean_offset=offsets)
+    assert got.shape == (5,)
+    for i in range(5):
+        expected = direct_local_cost(covs[i], J, prior, 0.7, offsets[i].numpy())
+        assert got[i].item() == pytest.approx(expected, rel=1e-12)
+    # One covariance, a batch of offsets.
+    got = local_cost(covs[0], J, prior, 0.7, mean_offset=offsets)
+    assert got.shape == (5,)
+    assert got[3].item() == pytest.approx(
+        direct_local_cost(covs[0], J, prior, 0.7, offsets[3].numpy()), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("prior_kind", ["diagonal", "full"])
+def test_the_covariance_gradient_of_the_local_cost_vanishes_at_eq_11(gen, make_spd, prior_kind):
+    J = randn(gen, 6, 4)
+    prior = positive(gen, 4) if prior_kind == "diagonal" else make_spd(4)
+    gamma = 0.05
+    precision = torch.linalg.inv(as_tensor_matrix(prior)) + J.T @ J / gamma
+    cov = optimal_posterior_covariance(J, prior, gamma).requires_grad_(True)
+    local_cost(cov, J, prior, gamma, mean_offset=randn(gen, 4)).backward()
+    assert cov.grad.norm().item() < 1e-9 * precision.norm().item()
+    # Elsewhere the gradient is (A - Σ⁻¹) / 2 (symmetric), far from zero.
+    other = (optimal_posterior_covariance(J, prior, gamma) * 1.5).requires_grad_(True)
+    local_cost(other, J, prior, gamma).backward()
+    expected = 0.5 * (precision - torch.linalg.inv(other.detach()))
+    torch.testing.assert_close(other.grad, expected, rtol=1e-8, atol=1e-8)
+    assert other.grad.norm().item() > 1e-2 * precision.norm().item()
+
+
+# -- bad input of the kernels -----------------------------------------------------------------
+
+J0 = torch.ones(5, 3, dtype=F64)
+P0 = torch.ones(3, dtype=F64)
+EYE3 = torch.eye(3, dtype=F64)
+NOT_SYMMETRIC = torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=F64)
+NOT_PD = torch.diag(torch.tensor([1.0, -1.0, 1.0], dtype=F64))
+
+
+def _kernel_cases():
+    """(name, callable of (J, prior_cov, gamma)) for each kernel taking J, prior_cov and gamma."""
+    return [
+        ("optimal_posterior_covariance", optimal_posterior_covariance),
+        ("eigenvalue_bounds", eigenvalue_bounds),
+        ("local_cost", lambda J, p, g: local_cost(EYE3, J, p, g)),
+    ]
+
+
+SHARED_BAD = [
+    ({"J": torch.ones(3)}, ValueError, r"J must be \(\.\.\., d, kappa\)"),
+    ({"J": torch.full((5, 3), math.nan)}, ValueError, "J must be finite"),
+    ({"J": torch.full((5, 3), math.inf)}, ValueError, "J must be finite"),
+    ({"J": "J"}, TypeError, "J must be a tensor"),
+    ({"J": None}, TypeError, "J must be a tensor"),
+    ({"prior": torch.ones(4, dtype=F64)}, ValueError, "prior_cov has 4 variances but J has 3"),
+    ({"prior": torch.tensor([1.0, 0.0, 1.0])}, ValueError, "prior_cov must hold positive"),
+    ({"prior": torch.tensor([1.0, -2.0, 1.0])}, ValueError, "prior_cov must hold positive"),
+    ({"prior": torch.tensor([1.0, math.nan, 1.0])}, ValueError, "prior_cov must be finite"),
+    ({"prior": torch.eye(2, dtype=F64)}, ValueError, r"prior_cov must be \(kappa,\)"),
+    ({"prior": 1.0}, ValueError, r"prior_cov must be \(kappa,\)"),
+    ({"prior": NOT_SYMMETRIC}, ValueError, "prior_cov must be symmetric"),
+    ({"prior": NOT_PD}, ValueError, "prior_cov must be positive definite"),
+    ({"prior": "I"}, TypeError, "prior_cov must be a tensor"),
+    ({"gamma": 0.0}, ValueError, "gamma must be > 0"),
+    ({"gamma": -1.0}, ValueError, "gamma must be > 0"),
+    ({"gamma": math.nan}, ValueError, "gamma must be finite"),
+    ({"gamma": math.inf}, ValueError, "gamma must be finite"),
+    ({"gamma": "0.1"}, TypeError, "gamma must be a number"),
+    ({"gamma": None}, TypeError, "gamma must be a number"),
+]
+
+
+@pytest.mark.parametrize(("name", "func"), _kernel_cases())
+@pytest.mark.parametrize(("change", "error", "match"), SHARED_BAD)
+def test_kernels_reject_bad_j_prior_and_gamma(name, func, change, error, match):
+    args = {"J": J0, "prior": P0, "gamma": 0.1, **change}
+    with pytest.raises(error, match=match):
+        func(args["J"], args["prior"], args["gamma"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"cov": torch.eye(2, dtype=F64)}, ValueError, r"cov must be \(\.\.\., 3, 3\)"),
+        ({"cov": torch.ones(3, dtype=F64)}, ValueError, r"cov must be \(\.\.\., 3, 3\)"),
+        ({"cov": NOT_PD}, ValueError, "cov must be positive definite"),
+        ({"cov": torch.full((3, 3), math.nan)}, ValueError, "cov must be finite"),
+        ({"cov": None}, TypeError, "cov must be a tensor"),
+        (
+            {"mean_offset": torch.ones(4, dtype=F64)},
+            ValueError,
+            r"mean_offset must be \(\.\.\., 3\)",
+        ),
+        ({"mean_offset": torch.full((3,), math.inf)}, ValueError, "mean_offset must be finite"),
+        ({"mean_offset": "zero"}, TypeError, "mean_offset must be a tensor"),
+        pytest.param(
+            {"mean_offset": 0.0},
+            ValueError,
+            "mean_offset",
+        ),
+        pytest.param(
+            {"cov": NOT_SYMMETRIC},
+            ValueError,
+            "cov must be symmetric",
+        ),
+    ],
+)
+def test_local_cost_rejects_bad_cov_and_mean_offset(kwargs, error, match):
+    args = {"cov": EYE3, "mean_offset": None, **kwargs}
+    with pytest.raises(error, match=match):
+        local_cost(args["cov"], J0, P0, 0.1, mean_offset=args["mean_offset"])
+
+
+@pytest.mark.parametrize(
+    ("J", "prior_var", "gamma", "error", "match"),
+    [
+        (torch.ones(3), P0, 0.1, ValueError, r"J must be \(\.\.\., d, kappa\)"),
+        (torch.full((5, 3), math.nan), P0, 0.1, ValueError, "J must be finite"),
+        ("J", P0, 0.1, TypeError, "J must be a tensor"),
+        (J0, torch.tensor([1.0, 0.0, 1.0]), 0.1, ValueError, "prior_var must hold positive"),
+        (J0, -1.0, 0.1, ValueError, "prior_var must hold positive"),
+        (J0, torch.ones(4), 0.1, ValueError, r"prior_var of shape \(4,\) does not broadcast"),
+        (J0, torch.ones(2, 2), 0.1, ValueError, "prior_var of shape"),
+        (torch.ones(3, 5, 3), torch.ones(2, 3), 0.1, ValueError, "prior_var of shape"),
+        (J0, torch.tensor([1.0, math.nan, 1.0]), 0.1, ValueError, "prior_var must be finite"),
+        (J0, None, 0.1, TypeError, "prior_var must be a tensor"),
+        (J0, P0, 0.0, ValueError, "gamma must be > 0"),
+        (J0, P0, math.inf, ValueError, "gamma must be finite"),
+        (J0, P0, "1", TypeError, "gamma must be a number"),
+    ],
+)
+def test_optimal_posterior_variances_rejects_bad_input(J, prior_var, gamma, error, match):
+    with pytest.raises(error, match=match):
+        optimal_posterior_variances(J, prior_var, gamma)
+
+
+# -- the IVAE ---------------------------------------------------------------------------------
+
+X_SHAPE = (3, 4)  # one example: 12 "pixels"
+KAPPA, AUX = 3, 2
+
+
+def small_ivae(dtype=F64, **kwargs):
+    return mlp_ivae(X_SHAPE, AUX, [16], KAPPA, prior_hidden=(8,), **kwargs).to(dtype)
+
+
+def binary_batch(gen, n=6, dtype=F64):
+    x = (torch.rand(n, *X_SHAPE, generator=gen) < 0.5).to(dtype)
+    u = torch.rand(n, AUX, generator=gen).to(dtype)
+    return x, u
+
+
+def test_ivae_shapes_of_every_method(gen):
+    model = small_ivae()
+    x, u = binary_batch(gen)
+    assert model.latent_dim == KAPPA
+    mu, logvar = model.encode(x, u)
+    assert mu.shape == logvar.shape == (6, KAPPA)
+    prior_mu, prior_logvar = model.prior(u)
+    assert prior_mu.shape == prior_logvar.shape == (6, KAPPA)
+    assert model.decode(mu).shape == (6, *X_SHAPE)
+    terms = model.terms(x, u, generator=gen)
+    assert terms.reconstruction.shape == terms.kl.shape == (6,)
+    assert terms.beta == 1.0
+    assert model.sample(u, generator=gen).shape == (6, *X_SHAPE)
+    assert model.reconstruct(x, u).shape == (6, *X_SHAPE)
+    assert not model.reconstruct(x, u).requires_grad and not model.sample(u).requires_grad
+    # A flat input shape and an int input shape.
+    flat = mlp_ivae(12, AUX, [8], 2)
+    assert flat.decode(torch.zeros(4, 2)).shape == (4, 12)
+
+
+@pytest.mark.parametrize("learn_prior_mean", [False, True])
+def test_ivae_kl_is_torch_distributions_kl_to_the_conditional_prior(gen, learn_prior_mean):
+    model = small_ivae(learn_prior_mean=learn_prior_mean)
+    x, u = binary_batch(gen)
+    terms = model.terms(x, u, generator=seeded_gen(1))
+    mu, logvar = model.encode(x, u)
+    prior_mu, prior_logvar = model.prior(u)
+    q = Normal(mu, (0.5 * logvar).exp())
+    p = Normal(prior_mu, (0.5 * prior_logvar).exp())
+    expected = kl_divergence(q, p).sum(-1)
+    torch.testing.assert_close(terms.kl, expected, rtol=1e-10, atol=1e-12)
+    # Not the KL to the standard normal: the prior network matters.
+    standard = kl_divergence(q, Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(-1)
+    assert not torch.allclose(terms.kl, standard, rtol=1e-3)
+
+
+def test_ivae_prior_mean_is_zero_unless_learned(gen):
+    _, u = binary_batch(gen)
+    fixed = small_ivae()
+    prior_mu, prior_logvar = fixed.prior(u)
+    assert bool((prior_mu == 0).all())
+    torch.testing.assert_close(prior_logvar, fixed.prior_net(u), rtol=0, atol=0)
+    learned = small_ivae(learn_prior_mean=True)
+    out = learned.prior_net(u)
+    assert out.shape == (6, 2 * KAPPA)
+    prior_mu, prior_logvar = learned.prior(u)
+    torch.testing.assert_close(prior_mu, out[:, :KAPPA], rtol=0, atol=0)
+    torch.testing.assert_close(prior_logvar, out[:, KAPPA:], rtol=0, atol=0)
+    assert bool((prior_mu != 0).any())
+    # The prior depends on u.
+    assert not torch.allclose(fixed.prior(u + 1.0)[1], fixed.prior(u)[1])
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_ivae_reconstruction_is_the_bernoulli_log_likelihood_at_the_same_z(gen, seed):
+    model = small_ivae()
+    x, u = binary_batch(gen)
+    terms = model.terms(x, u, generator=seeded_gen(seed))
+    mu, logvar = model.encode(x, u)
+    z = sample_diag_normal(mu, logvar, generator=seeded_gen(seed))
+    expected = Bernoulli(logits=model.decode(z)).log_prob(x).sum((1, 2))
+    torch.testing.assert_close(terms.reconstruction, expected, rtol=1e-12, atol=1e-12)
+    # At another z the reconstruction differs: the sample is the one of the generator.
+    other = sample_diag_normal(mu, logvar, generator=seeded_gen(seed + 1))
+    moved = Bernoulli(logits=model.decode(other)).log_prob(x).sum((1, 2))
+    assert not torch.allclose(terms.reconstruction, moved)
+    torch.testing.assert_close(terms.objective, terms.reconstruction - terms.kl)
+
+
+def test_ivae_gaussian_likelihood_and_beta(gen):
+    with seeded(3):
+        encoder = mlp_encoder((12 + AUX,), [8], KAPPA)
+        decoder = mlp_decoder(KAPPA, [8], X_SHAPE)
+        prior = nn.Linear(AUX, KAPPA)
+    model = IVAE(encoder, decoder, prior, likelihood="gaussian", beta=2.5, log_gamma=-0.75)
+    model = model.double()
+    x = randn(gen, 5, *X_SHAPE)
+    u = randn(gen, 5, AUX)
+    terms = model.terms(x, u, generator=seeded_gen(2))
+    mu, logvar = model.encode(x, u)
+    z = sample_diag_normal(mu, logvar, generator=seeded_gen(2))
+    std = math.exp(-0.75 / 2)
+    expected = Normal(model.decode(z), std).log_prob(x).sum((1, 2))
+    torch.testing.assert_close(terms.reconstruction, expected, rtol=1e-12, atol=1e-12)
+    assert terms.beta == 2.5
+    torch.testing.assert_close(terms.objective, terms.reconstruction - 2.5 * terms.kl)
+    # Gaussian: E[x|z] is the decoder output itself.
+    torch.testing.assert_close(model.reconstruct(x, u), model.decode(mu.detach()))
+
+
+def test_ivae_encoder_sees_x_and_u_concatenated(gen):
+    model = small_ivae()
+    x, u = binary_batch(gen)
+    mu, logvar = model.encode(x, u)
+    mu2, logvar2 = model.encoder(torch.cat([x.reshape(6, -1), u], dim=1))
+    torch.testing.assert_close(mu, mu2, rtol=0, atol=0)
+    torch.testing.assert_close(logvar, logvar2, rtol=0, atol=0)
+    moved, _ = model.encode(x, u + 0.5)
+    assert (moved - mu).abs().max().item() > 1e-4  # changing u changes the posterior
+
+
+def test_ivae_reconstruct_and_sample_decode_the_documented_latents(gen):
+    model = small_ivae()
+    x, u = binary_batch(gen)
+    mu, _ = model.encode(x, u)
+    torch.testing.assert_close(model.reconstruct(x, u), torch.sigmoid(model.decoder(mu)))
+    prior_mu, prior_logvar = model.prior(u)
+    eps = torch.randn(6, KAPPA, generator=seeded_gen(4), dtype=F64)
+    z = prior_mu + (0.5 * prior_logvar).exp() * eps
+    torch.testing.assert_close(
+        model.sample(u, generator=seeded_gen(4)), torch.sigmoid(model.decoder(z))
+    )
+    assert torch.equal(model.sample(u, seeded_gen(4)), model.sample(u, seeded_gen(4)))
+
+
+def test_mlp_ivae_is_seeded_and_has_the_documented_layers():
+    a, b, c = small_ivae(seed=5), small_ivae(seed=5), small_ivae(seed=6)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa if sa[k].dtype.is_floating_point)
+    linears = [m for m in a.encoder.modules() if isinstance(m, nn.Linear)]
+    assert linears[0].in_features == 12 + AUX
+    prior_linears = [m for m in a.prior_net.modules() if isinstance(m, nn.Linear)]
+    assert [m.in_features for m in prior_linears] == [AUX, 8]
+    assert prior_linears[-1].out_features == KAPPA
+    assert any(isinstance(m, nn.LeakyReLU) for m in a.prior_net.modules())
+    assert a.likelihood == "bernoulli" and not a.learn_prior_mean
+    assert small_ivae(likelihood="gaussian").likelihood == "gaussian"
+
+
+def test_ivae_gradients_reach_the_prior_network(gen):
+    model = small_ivae()
+    x, u = binary_batch(gen)
+    model.terms(x, u, generator=gen).mean().objective.backward()
+    assert all(
+        p.grad is not None and bool((p.grad != 0).any()) for p in model.prior_net.parameters()
+    )
+
+
+def test_fit_trains_an_ivae_from_the_pair_x_u():
+    gen = seeded_gen(11)
+    n = 96
+    u = torch.rand(n, AUX, generator=gen)
+    # Pixel probabilities that depend on u: sharp images the model can learn.
+    weights = torch.randn(AUX, 12, generator=gen) * 4
+    x = (
+        (torch.rand(n, 12, generator=gen) < torch.sigmoid(u @ weights - 1))
+        .float()
+        .reshape(n, *X_SHAPE)
+    )
+    model = mlp_ivae(X_SHAPE, AUX, [32], 2, prior_hidden=(8,), seed=0)
+    history = fit(model, (x, u), epochs=40, lr=1e-2, progress=False, device="cpu")
+    assert len(history) == 40
+    assert history["elbo"][-1] > history["elbo"][0] + 1.0
+    # The trained model gives a better ELBO than a fresh one on the same data.
+    fresh = mlp_ivae(X_SHAPE, AUX, [32], 2, prior_hidden=(8,), seed=0)
+    with torch.no_grad():
+        trained = model.terms(x, u, generator=seeded_gen(0)).mean().elbo.item()
+        initial = fresh.terms(x, u, generator=seeded_gen(0)).mean().elbo.item()
+    assert trained > initial + 1.0
+
+
+with seeded(0):  # modules for the bad-input tables, without touching the global RNG
+    ENC = mlp_encoder((12 + AUX,), [4], KAPPA)
+    DEC = mlp_decoder(KAPPA, [4], X_SHAPE)
+    PRIOR = nn.Linear(AUX, KAPPA)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        (("encoder", DEC, PRIOR), {}, TypeError, "encoder must be a torch.nn.Module"),
+        ((ENC, lambda z: z, PRIOR), {}, TypeError, "decoder must be a torch.nn.Module"),
+        ((ENC, DEC, None), {}, TypeError, "prior must be a torch.nn.Module"),
+        ((ENC, DEC, PRIOR), {"likelihood": "poisson"}, ValueError, "likelihood must be one of"),
+        ((ENC, DEC, PRIOR), {"beta": 0.0}, ValueError, "beta must be > 0"),
+        ((ENC, DEC, PRIOR), {"beta": -2.0}, ValueError, "beta must be > 0"),
+        ((ENC, DEC, PRIOR), {"beta": math.nan}, ValueError, "beta must be finite"),
+        ((ENC, DEC, PRIOR), {"beta": "1"}, TypeError, "beta must be a number"),
+        ((ENC, DEC, PRIOR), {"log_gamma": math.inf}, ValueError, "log_gamma must be finite"),
+        ((ENC, DEC, PRIOR), {"log_gamma": math.nan}, ValueError, "log_gamma must be finite"),
+        ((ENC, DEC, PRIOR), {"log_gamma": "small"}, TypeError, "log_gamma must be a number"),
+        ((ENC, DEC, PRIOR), {"log_gamma": None}, TypeError, "log_gamma must be a number"),
+    ],
+)
+def test_ivae_constructor_rejects_bad_input(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        IVAE(*args, **kwargs)
+
+
+MODEL = small_ivae(dtype=torch.float32)
+XB = torch.ones(4, *X_SHAPE)
+UB = torch.zeros(4, AUX)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda m: m.encode(torch.ones(12), UB), ValueError, r"x must be a batch \(n, \.\.\.\)"),
+        (lambda m: m.encode(XB, torch.zeros(3, AUX)), ValueError, r"u must be \(n, m\) with n = 4"),
+        (lambda m: m.encode(XB, torch.zeros(4)), ValueError, r"u must be \(n, m\)"),
+        (lambda m: m.encode(XB, None), TypeError, "u must be a tensor"),
+        (lambda m: m.encode("x", UB), TypeError, "x must be a tensor"),
+        (lambda m: m.encode(XB * math.nan, UB), ValueError, "x must be finite"),
+        (lambda m: m.encode(XB, UB + math.inf), ValueError, "u must be finite"),
+        (lambda m: m.terms(XB, torch.zeros(5, AUX)), ValueError, r"u must be \(n, m\) with n = 4"),
+        (lambda m: m.terms(XB * 2, UB), ValueError, r"x must lie in \[0, 1\]"),
+        (lambda m: m.prior(torch.zeros(AUX)), ValueError, r"u must be \(n, m\)"),
+        (lambda m: m.prior(torch.zeros(1, 2, AUX)), ValueError, r"u must be \(n, m\)"),
+        (lambda m: m.prior(None), TypeError, "u must be a tensor"),
+        (lambda m: m.sample(torch.zeros(AUX)), ValueError, r"u must be \(n, m\)"),
+        (lambda m: m.sample(UB, generator="seed"), TypeError, "generator must be"),
+        (lambda m: m.reconstruct(XB, torch.zeros(2, AUX)), ValueError, "u must be"),
+    ],
+)
+def test_ivae_methods_reject_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call(MODEL)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        ((X_SHAPE, 0, [4], 2), {}, ValueError, "aux_dim must be > 0"),
+        ((X_SHAPE, 2.0, [4], 2), {}, TypeError, "aux_dim must be an int"),
+        ((X_SHAPE, True, [4], 2), {}, TypeError, "aux_dim must be an int"),
+        ((X_SHAPE, 2, [4], 0), {}, ValueError, "latent_dim must be > 0"),
+        ((X_SHAPE, 2, [4], 1.5), {}, TypeError, "latent_dim must be an int"),
+        (((0, 4), 2, [4], 2), {}, ValueError, "every entry of input_shape must be > 0"),
+        (((3.0, 4), 2, [4], 2), {}, TypeError, "every entry of input_shape must be an int"),
+        (("ab", 2, [4], 2), {}, TypeError, "every entry of input_shape must be an int"),
+        ((0, 2, [4], 2), {}, ValueError, "every entry of input_shape must be > 0"),
+        ((X_SHAPE, 2, [], 2), {}, ValueError, "hidden needs at least 1"),
+        ((X_SHAPE, 2, [4], 2), {"likelihood": "poisson"}, ValueError, "likelihood must be one"),
+        ((X_SHAPE, 2, [4], 2), {"seed": -1}, ValueError, "seed must be >= 0"),
+        ((X_SHAPE, 2, [4], 2), {"seed": 1.5}, TypeError, "seed must be an int"),
+        pytest.param(
+            ((-2, -3), 2, [4], 2),
+            {},
+            ValueError,
+            "input_shape",
+        ),
+        pytest.param(
+            (None, 2, [4], 2),
+            {},
+            TypeError,
+            "input_shape",
+        ),
+    ],
+)
+def test_mlp_ivae_rejects_bad_input(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        mlp_ivae(*args, **kwargs)
+
+
+# -- representations --------------------------------------------------------------------------
+
+
+def small_vae():
+    with seeded(0):
+        return VAE(mlp_encoder(X_SHAPE, [8], KAPPA), mlp_decoder(KAPPA, [8], X_SHAPE)).double()
+
+
+def test_representations_of_an_ivae(gen):
+    model = small_ivae()
+    x, u = binary_batch(gen, n=9)
+    reps = representations(model, x, u, seed=3)
+    assert isinstance(reps, Representations)
+    for name in ("mean", "variance", "sample", "prior_mean", "prior_variance", "prior_sample"):
+        value = getattr(reps, name)
+        assert isinstance(value, np.ndarray) and value.shape == (9, KAPPA), name
+        assert value.dtype == np.float64, name
+    with torch.no_grad():
+        mu, logvar = model.encode(x, u)
+        prior_mu, prior_logvar = model.prior(u)
+    np.testing.assert_array_equal(reps.mean, mu.numpy())
+    np.testing.assert_allclose(reps.variance, np.exp(logvar.numpy()), rtol=1e-15)
+    np.testing.assert_array_equal(reps.prior_mean, 0.0)
+    np.testing.assert_allclose(reps.prior_variance, np.exp(prior_logvar.numpy()), rtol=1e-15)
+    # z = μ + σ^½ ε and z† = μ† + (σ†)^½ ε†, ε then ε† from one generator seeded by `seed`.
+    g = seeded_gen(3)
+    eps = torch.randn(9, KAPPA, generator=g, dtype=F64).numpy()
+    eps_prior = torch.randn(9, KAPPA, generator=g, dtype=F64).numpy()
+    np.testing.assert_allclose(reps.sample, reps.mean + np.sqrt(reps.variance) * eps, rtol=1e-12)
+    np.testing.assert_allclose(
+        reps.prior_sample, prior_mu.numpy() + np.sqrt(reps.prior_variance) * eps_prior, rtol=1e-12
+    )
+    # A float32 model gives float64 arrays too.
+    reps32 = representations(small_ivae(torch.float32), x.float(), u.float())
+    assert reps32.mean.dtype == np.float64
+
+
+def test_representations_of_a_plain_vae_use_the_standard_prior(gen):
+    model = small_vae()
+    x = torch.rand(8, *X_SHAPE, generator=gen, dtype=F64)
+    reps = representations(model, x, seed=1)
+    np.testing.assert_array_equal(reps.prior_mean, np.zeros((8, KAPPA)))
+    np.testing.assert_array_equal(reps.prior_variance, np.ones((8, KAPPA)))
+    g = seeded_gen(1)
+    eps = torch.randn(8, KAPPA, generator=g, dtype=F64).numpy()
+    np.testing.assert_array_equal(reps.prior_sample, torch.randn(8, KAPPA, generator=g, dtype=F64))
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+    np.testing.assert_array_equal(reps.mean, mu.numpy())
+    np.testing.assert_allclose(
+        reps.sample, mu.numpy() + np.exp(logvar.numpy() / 2) * eps, rtol=1e-12
+    )
+
+
+def test_representations_do_not_depend_on_the_batch_size_and_follow_the_seed(gen):
+    model = small_ivae()
+    x, u = binary_batch(gen, n=11)
+    whole = representations(model, x, u, seed=2)
+    for batch_size in (1, 3, 11, 50):
+        parts = representations(model, x, u, seed=2, batch_size=batch_size)
+        for name in ("mean", "variance", "sample", "prior_mean", "prior_variance", "prior_sample"):
+            np.testing.assert_allclose(
+                getattr(parts, name), getattr(whole, name), rtol=1e-13, atol=1e-15
+            )
+    again = representations(model, x, u, seed=2)
+    np.testing.assert_array_equal(again.sample, whole.sample)
+    np.testing.assert_array_equal(again.prior_sample, whole.prior_sample)
+    other = representations(model, x, u, seed=3)
+    assert not np.allclose(other.sample, whole.sample)
+    np.testing.assert_array_equal(other.mean, whole.mean)
+
+
+def test_representation_samples_are_gaussian_around_the_mean(gen):
+    model = small_ivae()
+    x, u = binary_batch(gen, n=1500)
+    reps = representations(model, x, u, seed=0)
+    eps = (reps.sample - reps.mean) / np.sqrt(reps.variance)
+    eps_prior = (reps.prior_sample - reps.prior_mean) / np.sqrt(reps.prior_variance)
+    for j in range(KAPPA):
+        assert stats.kstest(eps[:, j], "norm").pvalue > 1e-3
+        assert stats.kstest(eps_prior[:, j], "norm").pvalue > 1e-3
+        # ε and ε† are independent draws.
+        assert abs(np.corrcoef(eps[:, j], eps_prior[:, j])[0, 1]) < 4 / math.sqrt(1500)
+
+
+IVAE_MODEL = small_ivae()
+VAE_MODEL = small_vae()
+XR = torch.ones(4, *X_SHAPE, dtype=F64)
+UR = torch.zeros(4, AUX, dtype=F64)
+
+
+@pytest.mark.parametrize(
+    ("model", "x", "u", "kwargs", "error", "match"),
+    [
+        (IVAE_MODEL, XR, None, {}, ValueError, "u is required for an IVAE"),
+        (VAE_MODEL, XR, UR, {}, ValueError, "u must be None for a plain VAE"),
+        (nn.Linear(2, 2), XR, None, {}, TypeError, "model must be an IVAE or a VAE"),
+        (IVAE_MODEL, XR, torch.zeros(3, AUX), {}, ValueError, r"u must be \(n, m\) with n = 4"),
+        (IVAE_MODEL, XR * math.nan, UR, {}, ValueError, "x must be finite"),
+        (IVAE_MODEL, "x", UR, {}, TypeError, "x must be a tensor"),
+        (IVAE_MODEL, torch.ones(4), UR, {}, ValueError, r"x must be a non-empty batch"),
+        (IVAE_MODEL, XR, UR, {"seed": -1}, ValueError, "seed must be >= 0"),
+        (IVAE_MODEL, XR, UR, {"seed": 0.5}, TypeError, "seed must be an int"),
+        (IVAE_MODEL, XR, UR, {"batch_size": 0}, ValueError, "batch_size must be > 0"),
+        (IVAE_MODEL, XR, UR, {"batch_size": 2.0}, TypeError, "batch_size must be an int"),
+        pytest.param(
+            IVAE_MODEL,
+            torch.ones(0, *X_SHAPE, dtype=F64),
+            torch.zeros(0, AUX, dtype=F64),
+            {},
+            ValueError,
+            "x must",
+        ),
+    ],
+)
+def test_representations_reject_bad_input(model, x, u, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        representations(model, x, u, **kwargs)
+
+
+# -- classify_latents -------------------------------------------------------------------------
+
+
+def constructed_statistics():
+    """n = 20 examples, 5 latents with known labels (columns):
+
+    0 passive (μ ≈ μ†, σ ≈ σ† = 1); 1 active (σ = 1e-3 σ†); 2 mixed (active on the first half,
+    passive on the second); 3 passive under an iVAE prior of variance 0.01 (σ = 0.01 too);
+    4 noisy but 3 prior sds off its mean: neither, so mixed.
+    """
+    n = 20
+    half = np.arange(n) < n // 2
+    rng = np.random.default_rng(0)
+    prior_mu = np.zeros((n, 5))
+    prior_mu[:, 4] = rng.normal(size=n)
+    prior_var = np.ones((n, 5))
+    prior_var[:, 3] = 0.01
+    prior_var[:, 4] = 4.0
+    mu = 0.1 * rng.normal(size=(n, 5)) * np.sqrt(prior_var)
+    var = prior_var * rng.uniform(0.8, 1.2, size=(n, 5))
+    var[:, 1] = 1e-3
+    mu[:, 1] = rng.normal(size=n)  # an active latent moves its mean freely
+    var[half, 2] = 1e-3
+    mu[half, 2] = rng.normal(size=half.sum())
+    mu[:, 4] = prior_mu[:, 4] + 3.0 * 2.0 * rng.choice([-1.0, 1.0], size=n)
+    return mu, var, prior_mu, prior_var
+
+
+def test_classify_latents_on_constructed_statistics():
+    mu, var, prior_mu, prior_var = constructed_statistics()
+    classes = classify_latents(mu, var, prior_mu, prior_var)
+    assert isinstance(classes, LatentClasses)
+    assert list(classes.labels) == ["passive", "active", "mixed", "passive", "mixed"]
+    np.testing.assert_array_equal(classes.passive_fraction, [1.0, 0.0, 0.5, 1.0, 0.0])
+    np.testing.assert_array_equal(classes.active_fraction, [0.0, 1.0, 0.5, 0.0, 0.0])
+    np.testing.assert_array_equal(classes.passive, [0, 3])
+    np.testing.assert_array_equal(classes.active, [1])
+    np.testing.assert_array_equal(classes.mixed, [2, 4])
+    for label in LATENT_LABELS:
+        np.testing.assert_array_equal(classes.indices(label), getattr(classes, label))
+    assert classes.counts() == {"passive": 2, "active": 1, "mixed": 2}
+    assert classes.indices("active").dtype.kind == "i"
+
+
+def test_classify_latents_is_relative_to_the_prior_variance():
+    # σ = σ† = 0.01: passive for the iVAE prior, but active against a standard prior.
+    mu = np.zeros((10, 1))
+    var = np.full((10, 1), 0.01)
+    assert list(classify_latents(mu, var, prior_var=0.01).labels) == ["passive"]
+    assert list(classify_latents(mu, var).labels) == ["active"]
+    # The mean condition scales with the prior sd: 0.3 is 3 sds of a 0.01 prior but 0.3 of 1.
+    mu = np.full((10, 1), 0.3)
+    noisy = np.full((10, 1), 0.01)
+    assert list(classify_latents(mu, noisy, prior_var=0.01).labels) == ["mixed"]
+    assert list(classify_latents(mu, np.ones((10, 1))).labels) == ["passive"]
+
+
+def test_classify_latents_defaults_to_the_standard_prior_and_broadcasts():
+    mu, var, prior_mu, prior_var = constructed_statistics()
+    row_mu, row_var = prior_mu[0], prior_var[0]
+    full = classify_latents(mu[:, :4], var[:, :4], prior_mu[:, :4], prior_var[:, :4])
+    rows = classify_latents(mu[:, :4], var[:, :4], row_mu[:4], row_var[:4])
+    assert list(rows.labels) == list(full.labels)
+    np.testing.assert_array_equal(rows.passive_fraction, full.passive_fraction)
+    standard = classify_latents(mu[:, :3], var[:, :3])
+    explicit = classify_latents(mu[:, :3], var[:, :3], 0.0, 1.0)
+    assert list(standard.labels) == list(explicit.labels) == ["passive", "active", "mixed"]
+    # Tensors are accepted.
+    tensors = classify_latents(torch.as_tensor(mu[:, :3]), torch.as_tensor(var[:, :3]))
+    assert list(tensors.labels) == ["passive", "active", "mixed"]
+
+
+def test_classify_latents_thresholds_at_their_boundaries():
+    n = 20
+    # variance ratio exactly at the threshold is not active; a mean exactly at the tolerance
+    # is near the prior mean (prior var 4, sd 2, tolerance 0.5: |μ| = 1 is passive).
+    mu = np.full((n, 2), 1.0)
+    mu[:, 1] = 1.0 + 1e-9
+    var = np.full((n, 2), 2.0)
+    classes = classify_latents(mu, var, 0.0, 4.0, variance_ratio=0.5, mean_tolerance=0.5)
+    np.testing.assert_array_equal(classes.active_fraction, [0.0, 0.0])
+    np.testing.assert_array_equal(classes.passive_fraction, [1.0, 0.0])
+    just_below = classify_latents(mu, var * (1 - 1e-12), 0.0, 4.0, variance_ratio=0.5)
+    np.testing.assert_array_equal(just_below.active_fraction, [1.0, 1.0])
+    assert list(just_below.labels) == ["active", "active"]
+
+
+@pytest.mark.parametrize("label", ["passive", "active"])
+def test_classify_latents_consistency_boundary(label):
+    n = 20
+    mu = np.zeros((n, 2))
+    if label == "passive":
+        var = np.ones((n, 2))
+        mu[:1, 0] = 5.0  # 19 of 20 passive
+        mu[:2, 1] = 5.0  # 18 of 20 passive
+    else:
+        var = np.full((n, 2), 1e-4)
+        var[:1, 0] = 1.0  # 19 of 20 active
+        var[:2, 1] = 1.0  # 18 of 20 active
+    fraction = f"{label}_fraction"
+    classes = classify_latents(mu, var, consistency=0.95)
+    np.testing.assert_array_equal(getattr(classes, fraction), [0.95, 0.9])
+    assert list(classes.labels) == [label, "mixed"]
+    assert list(classify_latents(mu, var, consistency=0.9).labels) == [label, label]
+    assert list(classify_latents(mu, var, consistency=0.96).labels) == ["mixed", "mixed"]
+    assert list(classify_latents(mu, var, consistency=1.0).labels) == ["mixed", "mixed"]
+
+
+def test_latent_classes_indices_reject_an_unknown_label():
+    classes = classify_latents(np.zeros((2, 3)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="label must be one of"):
+        classes.indices("dead")
+    assert classes.counts() == {"passive": 3, "active": 0, "mixed": 0}
+    assert classes.active.size == 0
+
+
+MU = np.zeros((4, 3))
+VAR = np.ones((4, 3))
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        ((np.zeros(3), np.ones(3)), {}, ValueError, r"mu must be \(n, kappa\) with n >= 1"),
+        ((np.zeros((0, 3)), np.ones((0, 3))), {}, ValueError, r"mu must be \(n, kappa\)"),
+        ((MU * math.nan, VAR), {}, ValueError, "mu must be finite"),
+        (("mu", VAR), {}, TypeError, "mu must be a tensor"),
+        ((MU, np.ones((4, 2))), {}, ValueError, r"var has shape \(4, 2\) but mu has \(4, 3\)"),
+        ((MU, VAR * 0), {}, ValueError, "var must hold positive variances"),
+        ((MU, -VAR), {}, ValueError, "var must hold positive variances"),
+        ((MU, VAR * math.inf), {}, ValueError, "var must be finite"),
+        ((MU, None), {}, TypeError, "var must be a tensor"),
+        ((MU, VAR, np.zeros(2)), {}, ValueError, r"prior_mu of shape \(2,\) does not broadcast"),
+        ((MU, VAR, np.full(3, math.nan)), {}, ValueError, "prior_mu must be finite"),
+        ((MU, VAR, 0.0, np.ones((3, 3))), {}, ValueError, "prior_var of shape"),
+        ((MU, VAR, 0.0, 0.0), {}, ValueError, "prior_var must hold positive variances"),
+        ((MU, VAR, 0.0, -np.ones(3)), {}, ValueError, "prior_var must hold positive"),
+        ((MU, VAR, 0.0, math.inf), {}, ValueError, "prior_var must be finite"),
+        ((MU, VAR), {"variance_ratio": 0.0}, ValueError, "variance_ratio must be > 0"),
+        ((MU, VAR), {"variance_ratio": 1.0}, ValueError, r"variance_ratio must be in \(0, 1\)"),
+        ((MU, VAR), {"variance_ratio": 2.0}, ValueError, r"variance_ratio must be in \(0, 1\)"),
+        ((MU, VAR), {"variance_ratio": math.nan}, ValueError, "variance_ratio must be finite"),
+        ((MU, VAR), {"variance_ratio": "half"}, TypeError, "variance_ratio must be a number"),
+        ((MU, VAR), {"mean_tolerance": 0.0}, ValueError, "mean_tolerance must be > 0"),
+        ((MU, VAR), {"mean_tolerance": -1.0}, ValueError, "mean_tolerance must be > 0"),
+        ((MU, VAR), {"mean_tolerance": math.inf}, ValueError, "mean_tolerance must be finite"),
+        ((MU, VAR), {"mean_tolerance": None}, TypeError, "mean_tolerance must be a number"),
+        ((MU, VAR), {"consistency": 0.5}, ValueError, r"consistency must be in \(0\.5, 1\]"),
+        ((MU, VAR), {"consistency": 1.01}, ValueError, r"consistency must be in \(0\.5, 1\]"),
+        ((MU, VAR), {"consistency": 0.0}, ValueError, "consistency must be > 0"),
+        ((MU, VAR), {"consistency": math.nan}, ValueError, "consistency must be finite"),
+        pytest.param(
+            (MU, VAR, 0.0, np.ones((2, 4, 3))),
+            {},
+            ValueError,
+            "prior_var",
+        ),
+    ],
+)
+def test_classify_latents_rejects_bad_input(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        classify_latents(*args, **kwargs)
+
+
+# -- laplace_posterior_variances --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["vae", "ivae"])
+def test_laplace_variances_of_a_linear_gaussian_decoder_are_eq_11_over_diagonals(gen, kind):
+    d, kappa = 6, 3
+    with seeded(1):
+        decoder = nn.Linear(kappa, d)
+        if kind == "vae":
+            model = VAE(mlp_encoder((d,), [4], kappa), decoder, log_gamma=-1.25)
+        else:
+            model = IVAE(
+                mlp_encoder((d + AUX,), [4], kappa),
+                decoder,
+                nn.Linear(AUX, kappa),
+                likelihood="gaussian",
+                log_gamma=-1.25,
+            )
+    model = model.double()
+    W = decoder.weight.detach()
+    mu = randn(gen, 5, kappa)
+    prior_var = positive(gen, 5, kappa)
+    got = laplace_posterior_variances(model, mu, prior_var)
+    assert got.shape == (5, kappa) and got.dtype == F64
+    gamma = math.exp(-1.25)
+    expected = optimal_posterior_variances(W, prior_var, gamma)
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=0)
+    # Independently: 1 / (1/σ† + |W_j|² / γ).
+    np.testing.assert_allclose(
+        got.numpy(),
+        1 / (1 / prior_var.numpy() + (W**2).sum(0).numpy() / gamma),
+        rtol=1e-12,
+    )
+    # A scalar prior broadcasts.
+    np.testing.assert_allclose(
+        laplace_posterior_variances(model, mu, 1.0).numpy(),
+        np.broadcast_to(1 / (1 + (W**2).sum(0).numpy() / gamma), (5, kappa)),
+        rtol=1e-12,
+    )
+
+
+def test_laplace_variances_of_a_bernoulli_decoder_use_the_fisher_weighted_jacobian(gen):
+    model = small_ivae()
+    mu = randn(gen, 4, KAPPA)
+    prior_var = positive(gen, 4, KAPPA)
+    got = laplace_posterior_variances(model, mu, prior_var)
+    assert got.shape == (4, KAPPA)
+    expected = []
+    for i in range(4):
+
+        def logits(z):
+            return model.decode(z.unsqueeze(0)).flatten()
+
+        with torch.no_grad():
+            J = torch.autograd.functional.jacobian(logits, mu[i])  # (12, κ)
+            p = torch.sigmoid(logits(mu[i]))
+        weighted = J * torch.sqrt(p * (1 - p)).unsqueeze(-1)
+        precision = 1 / prior_var[i] + (weighted**2).sum(0)  # γ = 1
+        expected.append(1 / precision)
+    torch.testing.assert_close(got, torch.stack(expected), rtol=1e-10, atol=0)
+    # Without the Fisher weights (a plain Jacobian) the answer would differ.
+    plain = optimal_posterior_variances(
+        torch.autograd.functional.jacobian(lambda z: model.decode(z.unsqueeze(0)).flatten(), mu[0]),
+        prior_var[0],
+        1.0,
+    )
+    assert not torch.allclose(got[0], plain, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("model", "mu", "prior_var", "error", "match"),
+    [
+        (nn.Linear(3, 3), torch.zeros(2, KAPPA), 1.0, TypeError, "model must be an IVAE or a VAE"),
+        (IVAE_MODEL, torch.zeros(2, KAPPA + 1), 1.0, ValueError, r"mu must be \(n, 3\)"),
+        (IVAE_MODEL, torch.zeros(KAPPA), 1.0, ValueError, r"mu must be \(n, 3\)"),
+        (IVAE_MODEL, [[math.nan] * KAPPA], 1.0, ValueError, "mu must be finite"),
+        (IVAE_MODEL, "mu", 1.0, TypeError, "mu must be a tensor"),
+        (IVAE_MODEL, [[0.0] * KAPPA], 0.0, ValueError, "prior_var must hold positive"),
+        (IVAE_MODEL, [[0.0] * KAPPA], math.nan, ValueError, "prior_var must be finite"),
+        (IVAE_MODEL, [[0.0] * KAPPA], torch.ones(5), ValueError, "prior_var of shape"),
+        (IVAE_MODEL, [[0.0] * KAPPA], None, TypeError, "prior_var must be a tensor"),
+    ],
+)
+def test_laplace_variances_reject_bad_input(model, mu, prior_var, error, match):
+    with pytest.raises(error, match=match):
+        laplace_posterior_variances(model, mu, prior_var)
