@@ -24,6 +24,7 @@ import torch
 from .checks import as_tensor, check_positive_int, check_same_last_dim
 
 __all__ = [
+    "cholesky_factor",
     "entropy_diag_normal",
     "entropy_normal",
     "kl_diag_normal",
@@ -73,7 +74,7 @@ def log_normal(x, mu, cov) -> torch.Tensor:
     """
     x = as_tensor(x, "x")
     mu = as_tensor(mu, "mu", like=x)
-    chol = _cholesky(as_tensor(cov, "cov", like=x), "cov")
+    chol = cholesky_factor(as_tensor(cov, "cov", like=x), "cov")
     _check_event(x, "x", mu, "mu")
     if chol.shape[-1] != x.shape[-1]:
         raise ValueError(f"cov must be ({x.shape[-1]}, {x.shape[-1]}), got {tuple(chol.shape)}")
@@ -103,7 +104,7 @@ def entropy_normal(cov) -> torch.Tensor:
 
     ``cov`` has shape ``(..., d, d)``; the result has shape ``(...)``.
     """
-    chol = _cholesky(as_tensor(cov, "cov"), "cov")
+    chol = cholesky_factor(as_tensor(cov, "cov"), "cov")
     d = chol.shape[-1]
     return 0.5 * d * (1.0 + LOG_2PI) + torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
 
@@ -159,8 +160,8 @@ def kl_normal(mu_q, cov_q, mu_p, cov_p) -> torch.Tensor:
     """
     mu_q = as_tensor(mu_q, "mu_q")
     mu_p = as_tensor(mu_p, "mu_p", like=mu_q)
-    chol_q = _cholesky(as_tensor(cov_q, "cov_q", like=mu_q), "cov_q")
-    chol_p = _cholesky(as_tensor(cov_p, "cov_p", like=mu_q), "cov_p")
+    chol_q = cholesky_factor(as_tensor(cov_q, "cov_q", like=mu_q), "cov_q")
+    chol_p = cholesky_factor(as_tensor(cov_p, "cov_p", like=mu_q), "cov_p")
     _check_event(mu_q, "mu_q", mu_p, "mu_p")
     d = mu_q.shape[-1]
     for chol, name in ((chol_q, "cov_q"), (chol_p, "cov_p")):
@@ -219,7 +220,7 @@ def sample_normal(mu, cov, *, n_samples: int | None = None, generator=None):
     tensor ``(..., d)`` or ``(n_samples, ..., d)``.
     """
     mu = as_tensor(mu, "mu")
-    chol = _cholesky(as_tensor(cov, "cov", like=mu), "cov")
+    chol = cholesky_factor(as_tensor(cov, "cov", like=mu), "cov")
     d = mu.shape[-1] if mu.dim() else 0
     if chol.shape[-1] != d:
         raise ValueError(f"cov must be ({d}, {d}) to match mu, got {tuple(chol.shape)}")
@@ -252,7 +253,9 @@ def _check_event(a, a_name, b, b_name) -> None:
     check_same_last_dim(a, a_name, b, b_name)
 
 
-def _cholesky(cov: torch.Tensor, name: str) -> torch.Tensor:
+def cholesky_factor(cov: torch.Tensor, name: str = "cov") -> torch.Tensor:
+    """The lower Cholesky factor of ``cov`` ``(..., d, d)``, after checking that it is square,
+    symmetric and positive definite (a ``ValueError`` naming ``name`` otherwise)."""
     if cov.dim() < 2 or cov.shape[-1] != cov.shape[-2]:
         raise ValueError(f"{name} must be a (..., d, d) matrix, got shape {tuple(cov.shape)}")
     if not torch.allclose(cov, cov.transpose(-1, -2), rtol=1e-5, atol=1e-8):

@@ -34,7 +34,7 @@ from .checks import (
     check_positive_int,
     check_sizes,
 )
-from .gaussian import LOG_2PI, kl_diag_normal, sample_diag_normal
+from .gaussian import LOG_2PI, cholesky_factor, kl_diag_normal, sample_diag_normal
 from .nets import VAE, mlp, mlp_decoder, mlp_encoder, seeded
 from .objectives import LIKELIHOODS, ELBOTerms, reconstruction_log_likelihood
 from .two_stage import decoder_jacobian
@@ -84,16 +84,7 @@ def _prior_covariance(prior_cov, J: torch.Tensor) -> torch.Tensor:
             f"prior_cov must be (kappa,) variances or (..., kappa, kappa) with kappa = {kappa} "
             f"(the columns of J), got shape {tuple(prior_cov.shape)}"
         )
-    if not torch.allclose(prior_cov, prior_cov.mT, rtol=1e-10, atol=1e-12):
-        raise ValueError("prior_cov must be symmetric")
     return prior_cov
-
-
-def _cholesky(cov: torch.Tensor, name: str) -> torch.Tensor:
-    chol, info = torch.linalg.cholesky_ex(cov)
-    if bool((info != 0).any()):
-        raise ValueError(f"{name} must be positive definite")
-    return chol
 
 
 def optimal_posterior_covariance(J, prior_cov, gamma: float) -> torch.Tensor:
@@ -120,7 +111,7 @@ def optimal_posterior_covariance(J, prior_cov, gamma: float) -> torch.Tensor:
     """
     J = _jacobian(J)
     gamma = check_positive(gamma, "gamma")
-    chol = _cholesky(_prior_covariance(prior_cov, J), "prior_cov")
+    chol = cholesky_factor(_prior_covariance(prior_cov, J), "prior_cov")
     JL = J @ chol
     s, V = torch.linalg.eigh(JL.mT @ JL)
     # eigenvalues at round-off level are the null space of J: exactly zero, so that those
@@ -231,9 +222,9 @@ def eigenvalue_bounds(J, prior_cov, gamma: float) -> tuple[torch.Tensor, torch.T
     """
     J = _jacobian(J)
     gamma = check_positive(gamma, "gamma")
-    prior = torch.linalg.eigvalsh(_prior_covariance(prior_cov, J))
-    if bool((prior <= 0).any()):
-        raise ValueError("prior_cov must be positive definite")
+    prior_matrix = _prior_covariance(prior_cov, J)
+    cholesky_factor(prior_matrix, "prior_cov")  # checks: symmetric, positive definite
+    prior = torch.linalg.eigvalsh(prior_matrix)
     jtj = torch.linalg.eigvalsh(J.mT @ J).flip(-1).clamp_min(0.0)  # descending
     lower = 1.0 / (1.0 / prior[..., :1] + jtj / gamma)
     upper = 1.0 / (1.0 / prior[..., -1:] + jtj / gamma)
@@ -267,10 +258,8 @@ def local_cost(cov, J, prior_cov, gamma: float, mean_offset=None) -> torch.Tenso
     kappa = J.shape[-1]
     if cov.dim() < 2 or cov.shape[-2:] != (kappa, kappa):
         raise ValueError(f"cov must be (..., {kappa}, {kappa}), got shape {tuple(cov.shape)}")
-    if not torch.allclose(cov, cov.mT, rtol=1e-10, atol=1e-12):
-        raise ValueError("cov must be symmetric")
-    prior_chol = _cholesky(prior, "prior_cov")
-    cov_chol = _cholesky(cov, "cov")
+    prior_chol = cholesky_factor(prior, "prior_cov")
+    cov_chol = cholesky_factor(cov, "cov")
     eye = torch.eye(kappa, dtype=J.dtype, device=J.device)
     prior_inv = torch.cholesky_solve(eye.expand_as(prior), prior_chol)
     precision = prior_inv + J.mT @ J / gamma
