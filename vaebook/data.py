@@ -275,7 +275,7 @@ def squares_and_hearts(
     -------
     x : float32 ``(n, 1, resolution, resolution)`` of 0/1.
     factors : int64 ``(n, 5)`` dSprites classes (shape, scale, orientation, posX, posY), as
-        :meth:`~vaebook.sprites.Sprites.sample_factors` returns them, so that
+        :meth:`~vaebook.sprites.FactorDataset.sample_factors` returns them, so that
         ``Sprites(resolution).scaled_factors(factors)`` gives the iVAE's ``u``.
     """
     n = check_positive_int(n, "n")
