@@ -1,0 +1,1073 @@
+"""Tests of vaebook.high_capacity (Rezende & Viola, 2018) against a plainly written eq. 15,
+the exact partition solutions of Proposition 2, convex hulls, the closed form of the two-point
+case, brute-force and Monte Carlo optimal decoders, synthetic kinks and a scipy maximiser of
+the concave problem of Proposition 5."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import brentq, minimize
+from scipy.spatial import Delaunay
+from scipy.special import logsumexp
+
+from vaebook.high_capacity import (
+    critical_betas,
+    equipartition,
+    fixed_points,
+    grid_basis,
+    lipschitz_constraint,
+    partition_decoder,
+    reconstruction_curve,
+    two_point_critical_beta,
+    two_point_map,
+)
+
+F64 = torch.float64
+
+
+def rng_of(seed):
+    return np.random.default_rng(seed)
+
+
+def eq15_parts(X, psi, prior, beta):
+    """eq. 14-15 written out in numpy float64, no log space: ``(H, m, F)``."""
+    X, psi, prior = (np.asarray(v, dtype=np.float64) for v in (X, psi, prior))
+    H = np.array([[np.sum((x - p) ** 2) for p in psi] for x in X])  # (n, m)
+    kernel = np.exp(-H / (2.0 * beta))
+    c = kernel @ prior  # c_i = Σ_b exp(-H_ib / 2β) π_b
+    m_ia = kernel / c[:, None]
+    F = (m_ia.T @ X) / m_ia.sum(0)[:, None]
+    return H, m_ia, F
+
+
+def eq15_step(X, psi, prior, beta, smoothing=1.0):
+    psi = np.asarray(psi, dtype=np.float64)
+    return smoothing * eq15_parts(X, psi, prior, beta)[2] + (1.0 - smoothing) * psi
+
+
+def uniform(m):
+    return np.full(m, 1.0 / m)
+
+
+def small_problem(seed, n=5, m=7, D=2):
+    """Data of order 1, ψ near it and a random prior: nothing underflows at β of order 0.1."""
+    rng = rng_of(seed)
+    X = rng.normal(size=(n, D))
+    psi0 = rng.normal(size=(m, D))
+    prior = rng.uniform(0.2, 1.0, size=m)
+    return X, psi0, prior / prior.sum()
+
+
+# -- grid_basis -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("m", "low", "high"), [(1, -0.5, 0.5), (3, -0.5, 0.5), (5, 1.0, 3.5)])
+def test_grid_basis_centres_are_the_midpoints_row_major(m, low, high):
+    centres, masses = grid_basis(m, low, high)
+    assert centres.shape == (m * m, 2) and masses.shape == (m * m,)
+    assert centres.dtype == F64 and masses.dtype == F64
+    edges = np.linspace(low, high, m + 1)
+    mids = 0.5 * (edges[:-1] + edges[1:])
+    expected = [(mids[i], mids[j]) for i in range(m) for j in range(m)]  # second fastest
+    np.testing.assert_allclose(centres.numpy(), np.array(expected), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(masses.numpy(), 1.0 / m**2, rtol=1e-15)
+    assert masses.sum().item() == pytest.approx(1.0, abs=1e-13)
+
+
+def test_grid_basis_default_is_32_by_32_on_the_centred_unit_square():
+    centres, masses = grid_basis()
+    assert centres.shape == (1024, 2)
+    np.testing.assert_allclose(centres[0].numpy(), [-0.5 + 1 / 64, -0.5 + 1 / 64], atol=1e-15)
+    np.testing.assert_allclose(centres[1].numpy(), [-0.5 + 1 / 64, -0.5 + 3 / 64], atol=1e-15)
+    np.testing.assert_allclose(centres[32].numpy(), [-0.5 + 3 / 64, -0.5 + 1 / 64], atol=1e-15)
+    np.testing.assert_allclose(centres[-1].numpy(), [0.5 - 1 / 64, 0.5 - 1 / 64], atol=1e-15)
+    np.testing.assert_allclose(masses.numpy(), 1 / 1024, rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"m": 0}, ValueError, "m must be > 0"),
+        ({"m": -3}, ValueError, "m must be > 0"),
+        ({"m": 2.0}, TypeError, "m must be an int"),
+        ({"m": True}, TypeError, "m must be an int"),
+        ({"m": "4"}, TypeError, "m must be an int"),
+        ({"low": 1.0, "high": 1.0}, ValueError, "low and high must be finite with low < high"),
+        ({"low": 2.0, "high": 1.0}, ValueError, "low and high must be finite with low < high"),
+        ({"low": -math.inf}, ValueError, "low and high must be finite"),
+        ({"high": math.inf}, ValueError, "low and high must be finite"),
+        ({"low": math.nan}, ValueError, "low and high must be finite"),
+        ({"high": math.nan}, ValueError, "low and high must be finite"),
+        pytest.param(
+            {"low": None},
+            TypeError,
+            "low",
+        ),
+    ],
+)
+def test_grid_basis_rejects_bad_input(kwargs, error, match):
+    args = {"m": 4, "low": -0.5, "high": 0.5, **kwargs}
+    with pytest.raises(error, match=match):
+        grid_basis(args["m"], args["low"], args["high"])
+
+
+# -- fixed_points: one step is eq. 15 -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("beta", [0.3, 1.0, 4.0])
+def test_one_plain_step_is_eq15(seed, beta):
+    X, psi0, prior = small_problem(seed)
+    out = fixed_points(
+        X, beta, psi0=psi0, prior=prior, smoothing=1.0, max_iter=1, tol=1e-12, dtype=F64
+    )
+    expected = eq15_parts(X, psi0, prior, beta)[2]
+    assert out.psi.dtype == F64 and out.psi.shape == psi0.shape
+    np.testing.assert_allclose(out.psi.numpy(), expected, rtol=1e-11, atol=1e-12)
+    assert out.iterations == 1
+    # F is a move, not the identity: a check that can fail.
+    assert np.abs(expected - psi0).max() > 1e-3
+
+
+@pytest.mark.parametrize("smoothing", [0.1, 0.5, 0.9])
+def test_one_smoothed_step_mixes_the_new_and_the_old_psi(smoothing):
+    X, psi0, prior = small_problem(3)
+    beta = 0.7
+    out = fixed_points(
+        X, beta, psi0=psi0, prior=prior, smoothing=smoothing, max_iter=1, tol=1e-12, dtype=F64
+    )
+    F = eq15_parts(X, psi0, prior, beta)[2]
+    np.testing.assert_allclose(
+        out.psi.numpy(), smoothing * F + (1 - smoothing) * psi0, rtol=1e-11, atol=1e-12
+    )
+
+
+def test_every_step_of_the_trajectory_is_eq15():
+    X, psi0, prior = small_problem(4, n=6, m=5, D=3)
+    beta, smoothing = 0.5, 0.8
+    out = fixed_points(
+        X, beta, psi0=psi0, prior=prior, smoothing=smoothing, max_iter=15, tol=1e-12, dtype=F64
+    )
+    traj = out.trajectory.numpy()
+    assert traj.shape == (16, 5, 3)
+    psi = psi0
+    for k in range(1, 16):
+        psi = eq15_step(X, psi, prior, beta, smoothing)
+        np.testing.assert_allclose(traj[k], psi, rtol=1e-10, atol=1e-11)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_float32_default_agrees_with_eq15(seed):
+    X, psi0, prior = small_problem(seed)
+    beta = 0.5
+    out = fixed_points(X, beta, psi0=psi0, prior=prior, smoothing=0.9, max_iter=1, tol=1e-12)
+    assert out.psi.dtype == F64 and out.trajectory.dtype == F64 and out.posterior.dtype == F64
+    expected = eq15_step(X, psi0, prior, beta, 0.9)
+    np.testing.assert_allclose(out.psi.numpy(), expected, rtol=0, atol=1e-5)
+    # Several float32 steps stay close to the float64 iteration.
+    out32 = fixed_points(X, beta, psi0=psi0, prior=prior, max_iter=20, tol=1e-12)
+    out64 = fixed_points(X, beta, psi0=psi0, prior=prior, max_iter=20, tol=1e-12, dtype=F64)
+    np.testing.assert_allclose(out32.psi.numpy(), out64.psi.numpy(), rtol=0, atol=1e-5)
+    assert out32.reconstruction_error == pytest.approx(out64.reconstruction_error, rel=1e-5)
+    assert out32.kl == pytest.approx(out64.kl, rel=1e-5, abs=1e-6)
+
+
+def test_default_prior_is_uniform():
+    X, psi0, _ = small_problem(6)
+    out = fixed_points(X, 0.4, psi0=psi0, max_iter=1, smoothing=1.0, tol=1e-12, dtype=F64)
+    np.testing.assert_allclose(
+        out.psi.numpy(), eq15_parts(X, psi0, uniform(7), 0.4)[2], rtol=1e-11, atol=1e-12
+    )
+
+
+# -- fixed_points: posterior, u and KL ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("max_iter", [1, 30])
+def test_posterior_u_and_kl_are_the_direct_formulas(seed, max_iter):
+    X, psi0, prior = small_problem(seed, n=6, m=8)
+    beta = 0.6
+    out = fixed_points(X, beta, psi0=psi0, prior=prior, max_iter=max_iter, tol=1e-12, dtype=F64)
+    psi = out.psi.numpy()
+    H, m_ia, _ = eq15_parts(X, psi, prior, beta)
+    q = m_ia * prior[None, :]  # q_i(a) = m_ia π_a
+    post = out.posterior.numpy()
+    assert post.shape == (6, 8)
+    np.testing.assert_allclose(post.sum(1), 1.0, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(post, q, rtol=1e-10, atol=1e-14)
+    # u and kl, once from the returned posterior and once from the independent q.
+    for p in (post, q):
+        u = np.mean(np.sum(p * H, axis=1))
+        kl = np.mean(np.sum(p * np.log(p / prior[None, :]), axis=1))
+        assert out.reconstruction_error == pytest.approx(u, rel=1e-10)
+        assert out.kl == pytest.approx(kl, rel=1e-9, abs=1e-13)
+    assert out.kl >= 0
+
+
+# -- fixed_points: Proposition 2, a partition reproduces itself -----------------------------------
+
+
+def random_assignment(rng, n, m):
+    """A map tile -> data point under which every data point owns at least one tile."""
+    assign = np.concatenate([np.arange(n), rng.integers(0, n, size=m - n)])
+    return rng.permutation(assign)
+
+
+def separated_data(rng, n, D=2):
+    """Data points at least 0.3 apart: |x_i - x_j|² / 2β is huge at β ≤ 1e-4."""
+    while True:
+        X = rng.uniform(-1, 1, size=(n, D))
+        gaps = np.linalg.norm(X[:, None] - X[None], axis=-1) + 10 * np.eye(n)
+        if gaps.min() > 0.3:
+            return X
+
+
+@pytest.mark.parametrize("beta", [1e-4, 1e-6])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_partition_solution_is_a_fixed_point(beta, seed):
+    rng = rng_of(seed)
+    n, m = 4, 11
+    X = separated_data(rng, n)
+    assign = random_assignment(rng, n, m)
+    prior = rng.uniform(0.2, 1.0, size=m)
+    prior /= prior.sum()
+    psi0 = X[assign]
+    out = fixed_points(X, beta, psi0=psi0, prior=prior, max_iter=5, dtype=F64)
+    np.testing.assert_allclose(out.psi.numpy(), psi0, rtol=0, atol=1e-12)
+    for k in range(out.trajectory.shape[0]):
+        np.testing.assert_allclose(out.trajectory[k].numpy(), psi0, rtol=0, atol=1e-12)
+    assert out.converged and out.iterations == 1
+    pi_j = np.array([prior[assign == j].sum() for j in range(n)])
+    assert out.kl == pytest.approx(-np.mean(np.log(pi_j)), rel=1e-10)
+    assert out.reconstruction_error == pytest.approx(0.0, abs=1e-12)  # no blur
+    # The posterior of x_j is the prior restricted to its tiles.
+    expected = np.where(assign[None, :] == np.arange(n)[:, None], prior / pi_j[:, None], 0.0)
+    np.testing.assert_allclose(out.posterior.numpy(), expected, rtol=1e-10, atol=1e-14)
+    # The float32 default keeps it too, to float32 rounding.
+    out32 = fixed_points(X, beta, psi0=psi0, prior=prior, max_iter=5)
+    np.testing.assert_allclose(out32.psi.numpy(), psi0, rtol=0, atol=1e-6)
+    assert out32.kl == pytest.approx(-np.mean(np.log(pi_j)), rel=1e-6)
+
+
+@pytest.mark.parametrize("beta", [1e-4, 1e-6])
+def test_partition_kl_is_smallest_for_equal_masses(beta):
+    rng = rng_of(7)
+    n, m = 4, 12
+    X = separated_data(rng, n)
+    kls, expected = [], []
+    balanced = rng.permutation(np.repeat(np.arange(n), m // n))  # 3 tiles each: π_j = 1/4
+    assignments = [balanced] + [random_assignment(rng, n, m) for _ in range(8)]
+    for assign in assignments:
+        out = fixed_points(X, beta, psi0=X[assign], max_iter=3, dtype=F64)
+        counts = np.bincount(assign, minlength=n)
+        kls.append(out.kl)
+        expected.append(-np.mean(np.log(counts / m)))
+    np.testing.assert_allclose(kls, expected, rtol=1e-10)
+    assert kls[0] == pytest.approx(math.log(n), rel=1e-12)
+    assert min(kls) == pytest.approx(math.log(n), rel=1e-12)
+    for assign, kl in zip(assignments, kls, strict=True):
+        if len(set(np.bincount(assign, minlength=n))) > 1:  # unequal masses cost more
+            assert kl > math.log(n) + 1e-3
+
+
+# -- fixed_points: convergence inside the convex hull ---------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [0.05, 0.3, 1.0])
+def test_iterates_stay_in_the_convex_hull_and_converge_2d(beta):
+    rng = rng_of(11)
+    X = rng.normal(size=(10, 2))
+    psi0 = rng.dirichlet(np.ones(10), size=16) @ X  # inside the hull
+    tol = 1e-6
+    out = fixed_points(X, beta, psi0=psi0, max_iter=3000, tol=tol, dtype=F64)
+    hull = Delaunay(X)
+    traj = out.trajectory.numpy()
+    for k in range(traj.shape[0]):
+        assert np.all(hull.find_simplex(traj[k], tol=1e-10) >= 0), k
+    assert out.converged and out.iterations < 3000
+    steps = np.linalg.norm((traj[1:] - traj[:-1]).reshape(len(traj) - 1, -1), axis=1)
+    assert steps[-1] < tol
+    assert np.all(steps[:-1] >= tol)  # it stopped at the first small step
+    # The end point is (nearly) a fixed point of eq. 15, checked independently.
+    F = eq15_parts(X, out.psi.numpy(), uniform(16), beta)[2]
+    assert np.linalg.norm(F - out.psi.numpy()) < 20 * tol
+
+
+@pytest.mark.parametrize("beta", [0.05, 0.3, 1.0])
+def test_iterates_stay_in_the_data_interval_and_converge_1d(beta):
+    rng = rng_of(12)
+    X = rng.normal(size=(7, 1))
+    psi0 = rng.uniform(X.min(), X.max(), size=(5, 1))
+    out = fixed_points(X, beta, psi0=psi0, max_iter=3000, tol=1e-7, dtype=F64)
+    traj = out.trajectory.numpy()
+    assert traj.min() >= X.min() - 1e-12 and traj.max() <= X.max() + 1e-12
+    assert out.converged
+    assert np.linalg.norm(traj[-1] - traj[-2]) < 1e-7
+
+
+@pytest.mark.parametrize("beta", [1e-4, 1e-6])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_log_space_is_stable_at_small_beta_with_far_tiles(beta, dtype):
+    rng = rng_of(13)
+    X = rng.uniform(-0.5, 0.5, size=(9, 2))
+    psi0 = 20.0 + rng.normal(size=(30, 2))  # |x - ψ|² / 2β ≈ 4e5 .. 4e8: exp underflows
+    out = fixed_points(X, beta, psi0=psi0, smoothing=1.0, max_iter=3, dtype=dtype)
+    for value in (out.psi, out.trajectory, out.posterior):
+        assert bool(torch.isfinite(value).all())
+    assert math.isfinite(out.reconstruction_error) and math.isfinite(out.kl)
+    np.testing.assert_allclose(out.posterior.sum(1).numpy(), 1.0, rtol=0, atol=1e-12)
+    hull = Delaunay(X)
+    assert np.all(hull.find_simplex(out.trajectory[1].numpy(), tol=1e-6) >= 0)
+    if dtype == F64:
+        # The first step, by an independent log-space eq. 15 in float64.
+        H = ((X[:, None, :] - psi0[None]) ** 2).sum(-1)
+        log_m = -H / (2 * beta) - logsumexp(-H / (2 * beta) + np.log(1 / 30), axis=1)[:, None]
+        w = np.exp(log_m - logsumexp(log_m, axis=0)[None, :])
+        np.testing.assert_allclose(out.trajectory[1].numpy(), w.T @ X, rtol=0, atol=1e-9)
+
+
+# -- fixed_points: default initialisation, trajectory, max_iter, tol -------------------------------
+
+
+def test_default_init_is_the_grid_plus_uniform_noise_and_seeded():
+    X = rng_of(0).uniform(-0.5, 0.5, size=(6, 2))
+    edges = np.linspace(-0.5, 0.5, 33)
+    mids = 0.5 * (edges[:-1] + edges[1:])
+    centres = np.stack(np.meshgrid(mids, mids, indexing="ij"), -1).reshape(-1, 2)
+    torch.manual_seed(123)  # the global RNG must not matter
+    a = fixed_points(X, 0.1, max_iter=1, seed=3, dtype=F64).trajectory[0].numpy()
+    torch.manual_seed(456)
+    b = fixed_points(X, 0.1, max_iter=1, seed=3, dtype=F64).trajectory[0].numpy()
+    c = fixed_points(X, 0.1, max_iter=1, seed=4, dtype=F64).trajectory[0].numpy()
+    assert a.shape == (1024, 2)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0.05
+    noise = a - centres
+    assert noise.min() >= -0.1 - 1e-12 and noise.max() <= 0.1 + 1e-12
+    assert noise.min() < -0.09 and noise.max() > 0.09  # spans the interval
+    assert abs(noise.mean()) < 0.01
+    assert noise.std() == pytest.approx(0.2 / math.sqrt(12), rel=0.05)  # uniform, not normal
+    # Default seed is 0: two calls without a seed agree.
+    d = fixed_points(X, 0.1, max_iter=1, dtype=F64).trajectory[0].numpy()
+    e = fixed_points(X, 0.1, max_iter=1, seed=0, dtype=F64).trajectory[0].numpy()
+    np.testing.assert_array_equal(d, e)
+
+
+@pytest.mark.parametrize("D", [1, 3])
+def test_default_init_needs_planar_data(D):
+    with pytest.raises(ValueError, match="psi0 is required"):
+        fixed_points(np.zeros((4, D)), 0.1)
+
+
+def test_trajectory_shape_ends_and_max_iter():
+    X, psi0, prior = small_problem(8, n=5, m=6, D=3)
+    out = fixed_points(X, 0.5, psi0=psi0, prior=prior, max_iter=7, tol=1e-300, dtype=F64)
+    assert out.trajectory.shape == (8, 6, 3)
+    assert out.iterations == 7 and not out.converged
+    np.testing.assert_array_equal(out.trajectory[0].numpy(), psi0)
+    assert torch.equal(out.trajectory[-1], out.psi)
+    # float32: the ends are ψ0 and ψ up to float32 rounding
+    out32 = fixed_points(X, 0.5, psi0=psi0, prior=prior, max_iter=4, tol=1e-300)
+    assert out32.trajectory.shape == (5, 6, 3) and out32.iterations == 4
+    np.testing.assert_allclose(out32.trajectory[0].numpy(), psi0, rtol=1e-7, atol=0)
+    assert torch.equal(out32.trajectory[-1], out32.psi)
+
+
+@pytest.mark.parametrize("tol", [1e3, 1e-1, 1e-3, 1e-5])
+def test_tol_stops_at_the_first_small_step(tol):
+    X, psi0, prior = small_problem(9)
+    out = fixed_points(X, 0.5, psi0=psi0, prior=prior, max_iter=5000, tol=tol, dtype=F64)
+    traj = out.trajectory.numpy()
+    steps = np.linalg.norm((traj[1:] - traj[:-1]).reshape(len(traj) - 1, -1), axis=1)
+    assert out.converged and steps[-1] < tol and np.all(steps[:-1] >= tol)
+    if tol == 1e3:
+        assert out.iterations == 1
+
+
+BAD_X = np.array([[0.1, 0.2], [-0.3, 0.4], [0.5, -0.1]])
+BAD_PSI = np.array([[0.0, 0.0], [0.1, -0.1], [0.2, 0.3]])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"X": np.ones(3)}, ValueError, r"X must be \(n, D\)"),
+        ({"X": np.ones((2, 3, 2))}, ValueError, r"X must be \(n, D\)"),
+        ({"X": np.ones((0, 2))}, ValueError, r"X must be \(n, D\)"),
+        ({"X": np.full((3, 2), np.nan)}, ValueError, "X must be finite"),
+        ({"X": np.full((3, 2), np.inf)}, ValueError, "X must be finite"),
+        ({"X": "X"}, TypeError, "X must be a tensor"),
+        ({"X": None}, TypeError, "X must be a tensor"),
+        ({"beta": 0.0}, ValueError, "beta must be > 0"),
+        ({"beta": -1.0}, ValueError, "beta must be > 0"),
+        ({"beta": math.nan}, ValueError, "beta must be finite"),
+        ({"beta": math.inf}, ValueError, "beta must be finite"),
+        ({"beta": "0.1"}, TypeError, "beta must be a number"),
+        ({"smoothing": 0.0}, ValueError, "smoothing must be > 0"),
+        ({"smoothing": 1.5}, ValueError, r"smoothing must be in \(0, 1\]"),
+        ({"smoothing": -0.5}, ValueError, "smoothing must be > 0"),
+        ({"max_iter": 0}, ValueError, "max_iter must be > 0"),
+        ({"max_iter": 10.0}, TypeError, "max_iter must be an int"),
+        ({"tol": 0.0}, ValueError, "tol must be > 0"),
+        ({"tol": -1e-3}, ValueError, "tol must be > 0"),
+        ({"seed": -1}, ValueError, "seed must be >= 0"),
+        ({"seed": 1.0}, TypeError, "seed must be an int"),
+        ({"psi0": np.zeros((3, 3))}, ValueError, r"psi0 must be \(m, 2\)"),
+        ({"psi0": np.zeros((0, 2))}, ValueError, r"psi0 must be \(m, 2\)"),
+        ({"psi0": np.zeros(2)}, ValueError, r"psi0 must be \(m, 2\)"),
+        ({"psi0": np.full((3, 2), np.nan)}, ValueError, "psi0 must be finite"),
+        ({"psi0": "grid"}, TypeError, "psi0 must be a tensor"),
+        ({"prior": uniform(4)}, ValueError, r"prior must be \(3,\)"),
+        ({"prior": np.full((3, 1), 1 / 3)}, ValueError, r"prior must be \(3,\)"),
+        ({"prior": np.array([0.5, 0.5, 0.0])}, ValueError, "prior must hold positive"),
+        ({"prior": np.array([0.7, 0.5, -0.2])}, ValueError, "prior must hold positive"),
+        ({"prior": np.array([0.5, 0.5, 0.5])}, ValueError, "prior must sum to 1"),
+        ({"prior": np.array([0.2, 0.2, 0.2])}, ValueError, "prior must sum to 1"),
+        ({"prior": np.array([0.5, np.nan, 0.5])}, ValueError, "prior must be finite"),
+        ({"prior": "uniform"}, TypeError, "prior must be a tensor"),
+        ({"dtype": torch.int64}, ValueError, "dtype must be torch.float32 or torch.float64"),
+        ({"dtype": torch.float16}, ValueError, "dtype must be torch.float32 or torch.float64"),
+    ],
+)
+def test_fixed_points_rejects_bad_input(kwargs, error, match):
+    args = {"X": BAD_X, "beta": 0.1, "psi0": BAD_PSI, **kwargs}
+    X, beta = args.pop("X"), args.pop("beta")
+    with pytest.raises(error, match=match):
+        fixed_points(X, beta, **args)
+
+
+def test_fixed_points_accepts_a_float32_uniform_prior():
+    prior = torch.full((3,), 1.0 / 3)  # float32
+    out = fixed_points(BAD_X, 0.5, psi0=BAD_PSI, prior=prior, max_iter=1, dtype=F64)
+    expected = eq15_parts(BAD_X, BAD_PSI, prior.double().numpy(), 0.5)[2]
+    np.testing.assert_allclose(
+        out.psi.numpy(), 0.9 * expected + 0.1 * BAD_PSI, rtol=1e-7, atol=1e-7
+    )
+
+
+# -- reconstruction_curve -------------------------------------------------------------------------
+
+
+def test_reconstruction_curve_is_a_loop_of_fixed_points():
+    X, psi0, prior = small_problem(10)
+    betas = [0.05, 0.2, 0.7, 2.0]
+    kwargs = {"psi0": psi0, "prior": prior, "max_iter": 50, "tol": 1e-8, "dtype": F64}
+    curve = reconstruction_curve(X, betas, **kwargs)
+    assert isinstance(curve, np.ndarray) and curve.dtype == np.float64 and curve.shape == (4,)
+    loop = [fixed_points(X, b, **kwargs).reconstruction_error for b in betas]
+    np.testing.assert_allclose(curve, loop, rtol=1e-12)
+    # and every entry is u at the fixed point, computed independently
+    for b, u in zip(betas, curve, strict=True):
+        psi = fixed_points(X, b, **kwargs).psi.numpy()
+        H, m_ia, _ = eq15_parts(X, psi, prior, b)
+        assert u == pytest.approx(np.mean(np.sum(m_ia * prior * H, axis=1)), rel=1e-10)
+
+
+def test_reconstruction_curve_default_init_is_shared_across_betas():
+    X = rng_of(1).uniform(-0.4, 0.4, size=(5, 2))
+    betas = np.array([0.01, 0.1])
+    curve = reconstruction_curve(X, betas, max_iter=3, seed=2)
+    loop = [fixed_points(X, b, max_iter=3, seed=2).reconstruction_error for b in betas]
+    np.testing.assert_allclose(curve, loop, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "betas",
+    [[], np.ones((2, 2)), [0.1, 0.0, 0.3], [0.1, -0.2], [0.1, math.nan], [math.inf], 0.5],
+)
+def test_reconstruction_curve_rejects_bad_betas(betas):
+    with pytest.raises(ValueError, match="betas must be a non-empty 1-D sequence"):
+        reconstruction_curve(BAD_X, betas, psi0=BAD_PSI)
+
+
+# -- the two-point analytic case ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("a", "beta"), [(0.3, 0.05), (0.3, 0.2), (1.5, 0.7)])
+def test_two_point_map_is_a_tanh(a, beta):
+    s = np.linspace(-2 * a, 2 * a, 41)
+    np.testing.assert_allclose(two_point_map(s, a, beta), a * np.tanh(a * s / beta), rtol=1e-15)
+    assert two_point_map(0.1, a, beta) == pytest.approx(a * math.tanh(0.1 * a / beta))
+    slope = (two_point_map(1e-7, a, beta) - two_point_map(-1e-7, a, beta)) / 2e-7
+    assert slope == pytest.approx(a**2 / beta, rel=1e-6)
+
+
+@pytest.mark.parametrize("a", [0.1, 0.3, 2.0])
+def test_two_point_critical_beta_is_a_squared(a):
+    assert two_point_critical_beta(a) == pytest.approx(a**2, rel=1e-15)
+
+
+@pytest.mark.parametrize("a", [0.2, 0.3, 1.0])
+@pytest.mark.parametrize("ratio", [0.3, 0.7, 0.95, 1.05, 1.5, 3.0])
+def test_two_point_map_has_a_nonzero_fixed_point_below_beta_c_only(a, ratio):
+    beta = ratio * a**2
+    s = np.linspace(1e-6, a, 2001)
+    gap = two_point_map(s, a, beta) - s
+    if ratio < 1:
+        root = brentq(lambda t: two_point_map(t, a, beta) - t, 1e-9, a)
+        assert root > 1e-3
+        assert two_point_map(root, a, beta) == pytest.approx(root, rel=1e-10)
+        assert two_point_map(-root, a, beta) == pytest.approx(-root, rel=1e-10)
+    else:
+        assert np.all(gap < 0)  # only s = 0 on the positive side (and by symmetry the other)
+
+
+def test_two_point_map_is_the_step_of_eq15_for_split_tiles():
+    a, beta, s = 0.3, 0.05, 0.17
+    X = np.array([[a, 0.0], [-a, 0.0]])
+    psi0 = np.array([[s, 0.0]] * 4 + [[-s, 0.0]] * 4)
+    out = fixed_points(X, beta, psi0=psi0, smoothing=1.0, max_iter=1, tol=1e-12, dtype=F64)
+    new = two_point_map(s, a, beta)
+    np.testing.assert_allclose(out.psi.numpy()[:4], [[new, 0.0]] * 4, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(out.psi.numpy()[4:], [[-new, 0.0]] * 4, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(eq15_parts(X, psi0, uniform(8), beta)[2][0], [new, 0], atol=1e-15)
+
+
+def two_point_u(a, beta):
+    """The closed form ``u(β) = w (a - s*)² + (1 - w) (a + s*)²``."""
+    if beta >= a**2:
+        s = 0.0
+    else:
+        s = brentq(lambda t: a * np.tanh(a * t / beta) - t, 1e-12, a + 1e-12, xtol=1e-15)
+    w = 1.0 / (1.0 + math.exp(-2 * a * s / beta))
+    return w * (a - s) ** 2 + (1 - w) * (a + s) ** 2
+
+
+GRIDS = {
+    "linear": lambda bc: np.linspace(0.2 * bc, 2.0 * bc, 46),
+    "geometric": lambda bc: np.geomspace(0.1 * bc, 3.0 * bc, 50),
+}
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+@pytest.mark.parametrize("a", [0.3, 0.2])
+def test_two_point_reconstruction_curve_and_its_critical_beta(grid, a):
+    X = np.array([[a, 0.0], [-a, 0.0]])
+    beta_c = a**2
+    betas = GRIDS[grid](beta_c)
+    u = reconstruction_curve(X, betas)  # default grid init, float32
+    closed = np.array([two_point_u(a, b) for b in betas])
+    far = np.abs(betas / beta_c - 1) > 0.15
+    np.testing.assert_allclose(u[far], closed[far], rtol=0, atol=1e-3)
+    assert np.all(np.abs(u - closed) < 0.05 * a**2)  # even near β_c
+    np.testing.assert_allclose(closed[betas > beta_c], a**2, rtol=1e-12)  # u = a² above
+    found = critical_betas(betas, u, top=1)
+    assert found.shape == (1,)
+    assert found[0] == pytest.approx(beta_c, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("func", "args", "match"),
+    [
+        (two_point_map, (0.1, 0.0, 0.1), "a must be > 0"),
+        (two_point_map, (0.1, -0.3, 0.1), "a must be > 0"),
+        (two_point_map, (0.1, 0.3, 0.0), "beta must be > 0"),
+        (two_point_map, (0.1, 0.3, math.nan), "beta must be finite"),
+        (two_point_critical_beta, (0.0,), "a must be > 0"),
+        (two_point_critical_beta, (math.inf,), "a must be finite"),
+    ],
+)
+def test_two_point_functions_reject_bad_input(func, args, match):
+    with pytest.raises(ValueError, match=match):
+        func(*args)
+
+
+# -- critical_betas -------------------------------------------------------------------------------
+
+
+def kinked(betas, kinks, changes, slope=-0.5):
+    """A piecewise-linear curve whose slope jumps by ``changes[k]`` at ``kinks[k]``."""
+    u = slope * betas
+    for k, d in zip(kinks, changes, strict=True):
+        u = u + d * np.maximum(betas - k, 0.0)
+    return u
+
+
+UNIFORM = np.linspace(0.0, 1.0, 101)
+GEOMETRIC = np.geomspace(1e-3, 1.0, 120)
+
+
+@pytest.mark.parametrize("betas", [UNIFORM, GEOMETRIC], ids=["uniform", "geometric"])
+@pytest.mark.parametrize("smooth", [0, 1])
+def test_critical_betas_finds_kinks_at_grid_points(betas, smooth):
+    idx = [len(betas) // 5, len(betas) // 2, 4 * len(betas) // 5]
+    kinks = betas[idx]
+    u = kinked(betas, kinks, [1.0, -3.0, 2.0])
+    np.testing.assert_array_equal(critical_betas(betas, u, top=3, smooth=smooth), kinks)
+    # more peaks asked for than kinks: the kinks are among them (the rest is rounding noise)
+    assert set(kinks) <= set(critical_betas(betas, u, top=5, smooth=smooth))
+
+
+@pytest.mark.parametrize("smooth", [0, 1])
+def test_critical_betas_ranks_by_slope_change_on_an_even_grid(smooth):
+    kinks = UNIFORM[[20, 50, 80]]
+    u = kinked(UNIFORM, kinks, [1.0, -3.0, 2.0])
+    # ranked by |change of slope|: 3, then 2, then 1, returned in increasing β
+    np.testing.assert_array_equal(critical_betas(UNIFORM, u, top=2, smooth=smooth), kinks[1:])
+    np.testing.assert_array_equal(critical_betas(UNIFORM, u, top=1, smooth=smooth), kinks[[1]])
+
+
+def test_critical_betas_wide_smoothing_is_within_one_step():
+    # a kink's |u''| spans 3 points; a 5-point box makes a flat top of 3: any of them is a peak
+    kinks = UNIFORM[[20, 50, 80]]
+    u = kinked(UNIFORM, kinks, [1.0, -3.0, 2.0])
+    found = critical_betas(UNIFORM, u, top=3, smooth=2)
+    np.testing.assert_allclose(found, kinks, rtol=0, atol=0.01 + 1e-12)
+    np.testing.assert_allclose(
+        critical_betas(UNIFORM, u, top=1, smooth=2), kinks[[1]], rtol=0, atol=0.01 + 1e-12
+    )
+
+
+def test_critical_betas_ranks_by_slope_change_and_sorts():
+    kinks = UNIFORM[[15, 40, 60, 85]]
+    u = kinked(UNIFORM, kinks, [4.0, 0.5, 1.0, 2.0])
+    found = critical_betas(UNIFORM, u, top=2)
+    np.testing.assert_array_equal(found, kinks[[0, 3]])
+    found = critical_betas(UNIFORM, u, top=3)
+    np.testing.assert_array_equal(found, kinks[[0, 2, 3]])
+    assert np.all(np.diff(found) > 0) and found.dtype == np.float64
+
+
+def test_critical_betas_between_grid_points_is_within_one_step():
+    kinks = [0.234, 0.567]
+    u = kinked(UNIFORM, kinks, [2.0, 1.0])
+    found = critical_betas(UNIFORM, u, top=2)
+    np.testing.assert_allclose(found, kinks, rtol=0, atol=0.01 + 1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_critical_betas_survives_small_noise(seed):
+    kinks = UNIFORM[[20, 50, 80]]
+    u = kinked(UNIFORM, kinks, [1.0, 3.0, 2.0]) + 1e-6 * rng_of(seed).normal(size=101)
+    np.testing.assert_array_equal(critical_betas(UNIFORM, u, top=3, smooth=1), kinks)
+    np.testing.assert_array_equal(critical_betas(UNIFORM, u, top=2, smooth=1), kinks[1:])
+
+
+@pytest.mark.parametrize("slope", [0.0, 3.0, -2.0])
+def test_critical_betas_of_a_straight_line_is_empty(slope):
+    betas = np.arange(20.0)  # integers: the finite differences are exact, no rounding peaks
+    found = critical_betas(betas, slope * betas - 5.0, top=3)
+    assert found.shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("betas", "u", "kwargs", "error", "match"),
+    [
+        (UNIFORM, UNIFORM[:-1], {}, ValueError, "u has shape"),
+        (UNIFORM, np.ones((101, 1)), {}, ValueError, "u has shape"),
+        (UNIFORM[:4], UNIFORM[:4], {}, ValueError, "betas must be 1-D with at least 5"),
+        (np.ones((5, 5)), np.ones((5, 5)), {}, ValueError, "betas must be 1-D"),
+        (UNIFORM[::-1], UNIFORM, {}, ValueError, "betas must be strictly increasing"),
+        (np.array([0, 1, 1, 2, 3.0]), np.zeros(5), {}, ValueError, "strictly increasing"),
+        (np.array([0, 1, np.nan, 2, 3]), np.zeros(5), {}, ValueError, "betas and u must be"),
+        (UNIFORM[:5], np.array([0, 1, np.nan, 2, 3]), {}, ValueError, "betas and u must be"),
+        (UNIFORM[:5], np.array([0, 1, np.inf, 2, 3]), {}, ValueError, "betas and u must be"),
+        (UNIFORM, UNIFORM, {"top": 0}, ValueError, "top must be > 0"),
+        (UNIFORM, UNIFORM, {"top": 2.0}, TypeError, "top must be an int"),
+        (UNIFORM, UNIFORM, {"smooth": -1}, ValueError, "smooth must be >= 0"),
+        (UNIFORM, UNIFORM, {"smooth": 1.0}, TypeError, "smooth must be an int"),
+    ],
+)
+def test_critical_betas_rejects_bad_input(betas, u, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        critical_betas(betas, u, **kwargs)
+
+
+# -- partition_decoder (Propositions 2-3) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_partition_decoder_on_a_partition_is_the_owner(seed):
+    rng = rng_of(seed)
+    n, m = 5, 13
+    X = rng.normal(size=(n, 3))
+    assign = random_assignment(rng, n, m)
+    support = assign[None, :] == np.arange(n)[:, None]
+    masses = rng.uniform(0.1, 1.0, size=m)
+    g, hole = partition_decoder(X, support, masses)
+    assert g.shape == (m, 3) and g.dtype == F64 and hole.dtype == torch.bool
+    np.testing.assert_allclose(g.numpy(), X[assign], rtol=1e-14, atol=1e-15)
+    assert not bool(hole.any())
+
+
+def overlapping_support(rng, n, m, p=0.4):
+    while True:
+        support = rng.uniform(size=(n, m)) < p
+        if support.any(1).all() and support.any(0).all() and (support.sum(0) > 1).any():
+            return support
+
+
+def brute_force_decoder(X, support, masses):
+    """eq. 6 tile by tile: ``g_a = Σ_i q_i(a) x_i / Σ_i q_i(a)``, ``q_i(a) = π_a 1[a∈Ω_i] / π_i``.
+
+    A double loop in plain Python, with the masses kept (they cancel in the library's eq. 12).
+    """
+    n, m = support.shape
+    pi = [sum(masses[a] for a in range(m) if support[i, a]) for i in range(n)]
+    g = np.full((m, X.shape[1]), np.nan)
+    for a in range(m):
+        q = [masses[a] * support[i, a] / pi[i] for i in range(n)]
+        total = sum(q)
+        if total > 0:
+            g[a] = sum(q[i] * X[i] for i in range(n)) / total
+    return g
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_partition_decoder_blurs_overlaps_like_eq6(seed):
+    rng = rng_of(seed)
+    n, m = 6, 9
+    X = rng.normal(size=(n, 2))
+    support = overlapping_support(rng, n, m)
+    masses = rng.uniform(0.1, 1.0, size=m)
+    masses /= masses.sum()
+    g, hole = partition_decoder(X, torch.as_tensor(support), masses)
+    assert not bool(hole.any())
+    np.testing.assert_allclose(g.numpy(), brute_force_decoder(X, support, masses), rtol=1e-12)
+    # a tile covered by two or more supports is a blur: not any single data point
+    shared = np.flatnonzero(support.sum(0) > 1)
+    for a in shared:
+        assert np.min(np.linalg.norm(X - g[a].numpy(), axis=1)) > 1e-6
+
+
+def test_partition_decoder_matches_monte_carlo():
+    rng = rng_of(21)
+    n, m, draws = 4, 8, 40_000
+    X = rng.normal(size=(n, 2))
+    support = overlapping_support(rng, n, m, p=0.5)
+    masses = rng.uniform(0.5, 1.0, size=m)
+    masses /= masses.sum()
+    counts = np.zeros((n, m))
+    for i in range(n):  # z ~ q(z|x_i): a tile of Ω_i with probability ∝ its mass
+        tiles = np.flatnonzero(support[i])
+        picked = rng.choice(tiles, size=draws, p=masses[tiles] / masses[tiles].sum())
+        counts[i] = np.bincount(picked, minlength=m)
+    estimate = (counts.T @ X) / counts.sum(0)[:, None]  # ρ uniform over the data
+    g, _ = partition_decoder(X, support, masses)
+    np.testing.assert_allclose(g.numpy(), estimate, rtol=0, atol=0.05)
+
+
+def test_partition_decoder_flags_holes_with_nan():
+    rng = rng_of(3)
+    X = rng.normal(size=(3, 2))
+    support = np.array(
+        [
+            [True, True, False, False, False, False],
+            [False, True, True, False, False, False],
+            [False, False, False, False, True, False],
+        ]
+    )
+    masses = np.array([0.1, 0.2, 0.3, 0.1, 0.2, 0.1])
+    g, hole = partition_decoder(X, support, masses)
+    np.testing.assert_array_equal(hole.numpy(), [False, False, False, True, False, True])
+    assert bool(torch.isnan(g[hole]).all())
+    assert bool(torch.isfinite(g[~hole]).all())
+    # tile 1 is shared by x_0 (π_0 = 0.3) and x_1 (π_1 = 0.5): weights 1/0.3 and 1/0.5
+    expected = (X[0] / 0.3 + X[1] / 0.5) / (1 / 0.3 + 1 / 0.5)
+    np.testing.assert_allclose(g[1].numpy(), expected, rtol=1e-13)
+    np.testing.assert_allclose(g[[0, 2, 4]].numpy(), X[[0, 1, 2]], rtol=1e-14)
+
+
+GOOD_SUPPORT = np.array([[True, False, True], [False, True, True]])
+TWO_X = np.array([[0.0, 1.0], [1.0, 0.0]])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"support": GOOD_SUPPORT.astype(int)}, ValueError, "support must be a bool"),
+        ({"support": GOOD_SUPPORT.astype(float)}, ValueError, "support must be a bool"),
+        ({"support": GOOD_SUPPORT[0]}, ValueError, r"support must be a bool \(n, m\)"),
+        ({"support": GOOD_SUPPORT[:1]}, ValueError, r"support must be a bool \(n, m\)"),
+        ({"support": np.ones((2, 3, 1), bool)}, ValueError, "support must be a bool"),
+        (
+            {"support": np.array([[True, False, True], [False, False, False]])},
+            ValueError,
+            "support: every data point needs at least one tile",
+        ),
+        pytest.param(
+            {"support": None},
+            TypeError,
+            "support",
+        ),
+        ({"masses": np.ones(2)}, ValueError, r"masses must be \(3,\) positive"),
+        ({"masses": np.ones((3, 1))}, ValueError, r"masses must be \(3,\) positive"),
+        ({"masses": np.array([0.5, 0.0, 0.5])}, ValueError, "masses must be"),
+        ({"masses": np.array([0.5, -0.1, 0.5])}, ValueError, "masses must be"),
+        ({"masses": np.array([0.5, np.nan, 0.5])}, ValueError, "masses must be finite"),
+        ({"masses": "flat"}, TypeError, "masses must be a tensor"),
+        ({"X": np.ones(2)}, ValueError, r"X must be \(n, D\)"),
+        ({"X": np.full((2, 2), np.inf)}, ValueError, "X must be finite"),
+    ],
+)
+def test_partition_decoder_rejects_bad_input(kwargs, error, match):
+    args = {"X": TWO_X, "support": GOOD_SUPPORT, "masses": np.ones(3) / 3, **kwargs}
+    with pytest.raises(error, match=match):
+        partition_decoder(args["X"], args["support"], args["masses"])
+
+
+# -- equipartition (Proposition 5) ----------------------------------------------------------------
+
+
+def mean_responsibility(H, gamma, beta):
+    """``(1/n) Σ_i r_ia``, ``r_ia = exp(-H_ia/β) / Σ_b exp(-H_ib/β) γ_b``, direct (no logs)."""
+    K = np.exp(-H / beta)
+    return (K / (K @ gamma)[:, None]).mean(0)
+
+
+def objective(H, gamma, beta):
+    """``Σ_i log Σ_b exp(-H_ib/β) γ_b``, in log space."""
+    with np.errstate(divide="ignore"):
+        return float(np.sum(logsumexp(-H / beta + np.log(gamma)[None, :], axis=1)))
+
+
+def scipy_maximiser(H, beta, seed):
+    """The concave problem on the simplex by SLSQP (bounds and Σγ = 1), from a random start."""
+    K = np.exp(-H / beta)  # β ≥ 0.05 and H ≤ 1: no underflow
+
+    def loss_and_grad(gamma):
+        rows = K @ gamma
+        return -float(np.sum(np.log(rows))), -(K / rows[:, None]).sum(0)
+
+    start = rng_of(seed).dirichlet(np.ones(H.shape[1]))
+    res = minimize(
+        loss_and_grad,
+        start,
+        jac=True,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * H.shape[1],
+        constraints=[{"type": "eq", "fun": lambda g: g.sum() - 1.0}],
+        options={"ftol": 1e-14, "maxiter": 500},
+    )
+    gamma = np.clip(res.x, 0.0, None)
+    return gamma / gamma.sum()
+
+
+EQ_H = rng_of(30).uniform(0.0, 1.0, size=(6, 10))
+
+
+@pytest.mark.parametrize("beta", [0.05, 0.2, 1.0])
+def test_equipartition_satisfies_kkt_and_maximises(beta):
+    gamma, residual = equipartition(torch.as_tensor(EQ_H), beta)
+    gamma = gamma.numpy()
+    assert gamma.shape == (10,) and gamma.dtype == np.float64
+    assert np.all(gamma >= 0) and gamma.sum() == pytest.approx(1.0, abs=1e-12)
+    mean_r = mean_responsibility(EQ_H, gamma, beta)
+    used = gamma > 1e-8
+    assert used.any()
+    np.testing.assert_allclose(mean_r[used], 1.0, rtol=0, atol=1e-8)
+    assert np.all(mean_r[~used] <= 1.0 + 1e-8)
+    # the returned residual is the one of the returned γ, over the tiles in use
+    in_use = gamma > 1e-12
+    assert residual == pytest.approx(np.abs(mean_r[in_use] - 1).max(), rel=1e-4, abs=1e-13)
+    assert residual < 1e-10
+    # a maximiser of Σ_i log Σ_b exp(-H_ib/β) γ_b
+    best = objective(EQ_H, gamma, beta)
+    rng = rng_of(31)
+    for alpha in (0.1, 1.0, 10.0):
+        points = rng.dirichlet(alpha * np.ones(10), size=200)  # (200, 10)
+        values = logsumexp(-EQ_H[None] / beta + np.log(points)[:, None, :], axis=2).sum(1)
+        assert np.all(values <= best + 1e-12)
+    for seed in range(3):
+        found = objective(EQ_H, scipy_maximiser(EQ_H, beta, seed), beta)
+        assert found <= best + 1e-9
+        assert found == pytest.approx(best, abs=1e-6)  # scipy gets there too
+    # and not a trivial one: the uniform γ does strictly worse
+    assert objective(EQ_H, np.full(10, 0.1), beta) < best - 1e-6
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equipartition_of_equal_rows_is_the_argmin(seed):
+    h = rng_of(40 + seed).uniform(0.0, 1.0, size=8)
+    H = np.tile(h, (5, 1))
+    gamma, _ = equipartition(H, 0.1)
+    assert gamma[int(np.argmin(h))].item() > 1 - 1e-9
+    assert gamma.sum().item() == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_equipartition_large_energies_do_not_overflow(seed):
+    rng = rng_of(50 + seed)
+    H = rng.uniform(0.0, 1e4, size=(6, 10))
+    beta = 1e-3  # H / β up to 1e7
+    gamma, residual = equipartition(H, beta)
+    gamma = gamma.numpy()
+    assert np.all(np.isfinite(gamma)) and math.isfinite(residual)
+    assert gamma.sum() == pytest.approx(1.0, abs=1e-12)
+    # each data point only sees its nearest tile: γ_a = (# points whose argmin is a) / n
+    expected = np.bincount(np.argmin(H, axis=1), minlength=10) / 6
+    np.testing.assert_allclose(gamma, expected, rtol=0, atol=1e-9)
+    # KKT in log space
+    log_gamma = np.log(np.maximum(gamma, 1e-300))
+    log_r = -H / beta - logsumexp(-H / beta + log_gamma[None, :], axis=1)[:, None]
+    mean_r = np.exp(logsumexp(log_r, axis=0)) / 6
+    np.testing.assert_allclose(mean_r[gamma > 1e-8], 1.0, atol=1e-8)
+    assert np.all(mean_r[gamma <= 1e-8] <= 1 + 1e-8)
+
+
+@pytest.mark.parametrize("max_iter", [1, 5])
+def test_equipartition_residual_matches_gamma_at_max_iter(max_iter):
+    gamma, residual = equipartition(EQ_H, 0.2, max_iter=max_iter)
+    gamma = gamma.numpy()
+    mean_r = mean_responsibility(EQ_H, gamma, 0.2)
+    assert residual == pytest.approx(np.abs(mean_r[gamma > 1e-12] - 1).max(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"H": np.ones(4)}, ValueError, r"H must be \(n, m\)"),
+        ({"H": np.ones((0, 3))}, ValueError, r"H must be \(n, m\)"),
+        ({"H": np.ones((3, 0))}, ValueError, r"H must be \(n, m\)"),
+        ({"H": np.ones((2, 2, 2))}, ValueError, r"H must be \(n, m\)"),
+        ({"H": np.full((2, 3), np.nan)}, ValueError, "H must be finite"),
+        ({"H": np.full((2, 3), np.inf)}, ValueError, "H must be finite"),
+        ({"H": "H"}, TypeError, "H must be a tensor"),
+        ({"beta": 0.0}, ValueError, "beta must be > 0"),
+        ({"beta": -0.1}, ValueError, "beta must be > 0"),
+        ({"beta": math.inf}, ValueError, "beta must be finite"),
+        ({"beta": None}, TypeError, "beta must be a number"),
+        ({"max_iter": 0}, ValueError, "max_iter must be > 0"),
+        ({"max_iter": 5.5}, TypeError, "max_iter must be an int"),
+        ({"tol": 0.0}, ValueError, "tol must be > 0"),
+        ({"tol": math.nan}, ValueError, "tol must be finite"),
+    ],
+)
+def test_equipartition_rejects_bad_input(kwargs, error, match):
+    args = {"H": np.ones((2, 3)), "beta": 0.1, **kwargs}
+    H, beta = args.pop("H"), args.pop("beta")
+    with pytest.raises(error, match=match):
+        equipartition(H, beta, **args)
+
+
+# -- the Lipschitz constraint (Appendix B, Proposition 6) ----------------------------------------
+
+
+def _incidence_laplacian(pairs, m):
+    """The graph Laplacian BᵀB from the pair list, built from the incidence matrix B."""
+    B = np.zeros((len(pairs), m))
+    for k, (a, b) in enumerate(np.asarray(pairs)):
+        B[k, a], B[k, b] = 1.0, -1.0
+    return B.T @ B
+
+
+def test_lipschitz_constraint_pairs_bounds_and_laplacian():
+    centres, _ = grid_basis(4)
+    width = 0.25
+    local = lipschitz_constraint(centres, width, 2.0, radius=0.3)
+    dist = torch.cdist(centres, centres).numpy()
+    expected = {(a, b) for a in range(16) for b in range(a + 1, 16) if dist[a, b] < 0.3}
+    assert {tuple(p) for p in local.pairs.tolist()} == expected
+    for (a, b), bound in zip(local.pairs.tolist(), local.bounds.tolist(), strict=True):
+        assert bound == pytest.approx(2.0 * math.sqrt(dist[a, b] ** 2 + width**2 / 3), rel=1e-12)
+    np.testing.assert_allclose(local.laplacian.numpy(), _incidence_laplacian(local.pairs, 16))
+    every = lipschitz_constraint(centres, width, 2.0)
+    assert len(every.pairs) == 16 * 15 // 2
+
+
+def _small_problem(seed=0, m=6, D=2):
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.stack([torch.linspace(-0.5, 0.5, m, dtype=F64), torch.zeros(m, dtype=F64)], 1)
+    constraint = lipschitz_constraint(centres, 0.2, 0.5, radius=0.45)
+    F = torch.randn(m, D, generator=gen, dtype=F64)
+    weights = torch.rand(m, generator=gen, dtype=F64) + 0.2
+    return constraint, F, weights
+
+
+def test_projection_is_the_identity_when_the_constraint_is_inactive():
+    constraint, F, weights = _small_problem()
+    feasible = 0.01 * F  # every difference is far below its bound
+    assert constraint.violation(feasible) < 0
+    psi, state = constraint.project(feasible, weights)
+    assert state is None
+    assert torch.equal(psi, feasible)
+
+
+def test_projection_satisfies_the_constraint_and_solves_the_weighted_problem():
+    constraint, F, weights = _small_problem()
+    assert constraint.violation(F) > 0.1
+    psi, _ = constraint.project(F, weights, max_iter=20_000, tol=1e-10)
+    assert constraint.violation(psi) < 1e-8
+    # the same problem by a general-purpose constrained solver
+    pairs, bounds = constraint.pairs.numpy(), constraint.bounds.numpy()
+    w, target = weights.numpy(), F.numpy()
+
+    def objective(flat):
+        return 0.5 * float((w[:, None] * (flat.reshape(target.shape) - target) ** 2).sum())
+
+    cons = [
+        {
+            "type": "ineq",
+            "fun": lambda flat, a=a, b=b, d=d: (
+                d**2
+                - float(
+                    ((flat.reshape(target.shape)[a] - flat.reshape(target.shape)[b]) ** 2).sum()
+                )
+            ),
+        }
+        for (a, b), d in zip(pairs, bounds, strict=True)
+    ]
+    reference = minimize(
+        objective,
+        np.zeros(target.size),
+        constraints=cons,
+        method="SLSQP",
+        options={"ftol": 1e-14, "maxiter": 1000},
+    )
+    assert reference.success
+    np.testing.assert_allclose(psi.numpy().ravel(), reference.x, atol=1e-5)
+
+
+def test_fixed_points_with_a_lipschitz_constraint_end_feasible():
+    X = torch.tensor([[0.3, 0.0], [-0.3, 0.0], [0.0, 0.3]], dtype=F64)
+    centres, masses = grid_basis(6)
+    constraint = lipschitz_constraint(centres, 1 / 6, 0.5, radius=0.4, inner_iter=50)
+    free = fixed_points(X, 1e-3, psi0=centres, prior=masses, max_iter=60, dtype=F64)
+    assert constraint.violation(free.psi) > 0.05  # the data pull the tiles apart
+    tied = fixed_points(
+        X, 1e-3, psi0=centres, prior=masses, max_iter=60, dtype=F64, constraint=constraint
+    )
+    assert constraint.violation(tied.psi) < 1e-3
+    assert tied.reconstruction_error > free.reconstruction_error
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda c: lipschitz_constraint(c, 0.0, 1.0), ValueError, "width"),
+        (lambda c: lipschitz_constraint(c, 0.1, -1.0), ValueError, "lipschitz"),
+        (lambda c: lipschitz_constraint(c, 0.1, 1.0, radius=0.0), ValueError, "radius"),
+        (lambda c: lipschitz_constraint(c, 0.1, 1.0, radius=1e-6), ValueError, "radius"),
+        (lambda c: lipschitz_constraint(c[:1], 0.1, 1.0), ValueError, "centres"),
+        (lambda c: lipschitz_constraint(c, 0.1, 1.0, rho=0.0), ValueError, "rho"),
+        (lambda c: lipschitz_constraint(c, 0.1, 1.0, inner_iter=0), ValueError, "inner_iter"),
+        (lambda c: lipschitz_constraint(c, 0.1, 1.0, colour=1), TypeError, "colour"),
+        (
+            lambda c: lipschitz_constraint(c, 0.1, 1.0).project(torch.ones(3, 2), torch.ones(3)),
+            ValueError,
+            "F",
+        ),
+        (
+            lambda c: lipschitz_constraint(c, 0.1, 1.0).project(torch.ones(16, 2), torch.ones(4)),
+            ValueError,
+            "weights",
+        ),
+        (
+            lambda c: lipschitz_constraint(c, 0.1, 1.0).project(torch.ones(16, 2), -torch.ones(16)),
+            ValueError,
+            "weights",
+        ),
+        (
+            lambda c: fixed_points(torch.zeros(2, 2), 0.1, constraint="local"),
+            TypeError,
+            "constraint",
+        ),
+    ],
+)
+def test_lipschitz_bad_input(call, error, match):
+    centres, _ = grid_basis(4)
+    with pytest.raises(error, match=match):
+        call(centres)
