@@ -10,6 +10,9 @@ from vaebook.gaussian import sample_diag_normal
 from vaebook.nets import (
     ACTIVATIONS,
     VAE,
+    AffineCoupling,
+    FlowEncoder,
+    FlowVAE,
     GaussianEncoder,
     conv_decoder,
     conv_encoder,
@@ -217,3 +220,94 @@ ENC, DEC = mlp_encoder((4,), [4], 2), mlp_decoder(2, [4], (4,))
 def test_bad_input_raises_naming_the_argument(func, args, kwargs, error, match):
     with pytest.raises(error, match=match):
         func(*args, **kwargs)
+
+
+# -- normalising-flow encoder ------------------------------------------------------------------
+
+
+def _flow(seed=0, latent_dim=2, layers=3):
+    with seeded(seed):
+        encoder = FlowEncoder((3, 3), [16], latent_dim, layers=layers, coupling_hidden=(8,))
+    for coupling in encoder.couplings:  # non-trivial scales (they start at zero)
+        with torch.no_grad():
+            coupling.scale.uniform_(0.5, 1.5)
+    return encoder.double()
+
+
+@pytest.mark.parametrize("latent_dim", [2, 3, 5])
+def test_affine_coupling_log_det_matches_autograd(latent_dim):
+    encoder = _flow(latent_dim=latent_dim)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 3, 3, generator=gen, dtype=torch.float64)
+    h = encoder.gaussian.body(x)
+    z = torch.randn(4, latent_dim, generator=gen, dtype=torch.float64)
+    for coupling in encoder.couplings:
+        _, log_det = coupling(z, h)
+        for i in range(4):
+            jac = torch.autograd.functional.jacobian(
+                lambda zi, i=i, layer=coupling: layer(zi[None], h[i : i + 1])[0][0], z[i]
+            )
+            assert log_det[i].item() == pytest.approx(
+                torch.linalg.slogdet(jac)[1].item(), abs=1e-10
+            )
+
+
+def test_flow_encoder_log_density_is_the_change_of_variables():
+    encoder = _flow(latent_dim=2, layers=4)
+    x = torch.rand(3, 3, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    z, log_q = encoder.sample(x, torch.Generator().manual_seed(5))
+    # rebuild z0 from the same noise and push it through the flow by hand
+    h = encoder.gaussian.body(x)
+    mu, logvar = encoder.gaussian.mu(h), encoder.gaussian.logvar(h)
+    z0 = sample_diag_normal(mu, logvar, generator=torch.Generator().manual_seed(5))
+    for i in range(3):
+
+        def flow(v, i=i):
+            out = v[None]
+            for coupling in encoder.couplings:
+                out, _ = coupling(out, h[i : i + 1])
+            return out[0]
+
+        jac = torch.autograd.functional.jacobian(flow, z0[i])
+        base = torch.distributions.Normal(mu[i], torch.exp(0.5 * logvar[i])).log_prob(z0[i]).sum()
+        expected = base - torch.linalg.slogdet(jac)[1]
+        assert log_q[i].item() == pytest.approx(expected.item(), abs=1e-10)
+        assert torch.allclose(flow(z0[i]), z[i])
+
+
+def test_flow_vae_terms_and_training():
+    with seeded(0):
+        encoder = FlowEncoder((2, 2), [16], 2, layers=2, coupling_hidden=(8,))
+        vae = FlowVAE(encoder, mlp_decoder(2, [16], (2, 2)), log_gamma=math.log(0.1))
+    x = torch.rand(8, 2, 2, generator=torch.Generator().manual_seed(0))
+    terms = vae.terms(x, torch.Generator().manual_seed(3))
+    z, log_q = encoder.sample(x, torch.Generator().manual_seed(3))
+    log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1)
+    torch.testing.assert_close(terms.kl, log_q - log_prior)
+    from vaebook.train import fit
+
+    history = fit(vae, x, epochs=150, lr=1e-2, seed=0, device="cpu", progress=False)
+    assert history["elbo"][-1] > history["elbo"][0] + 1.0
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: AffineCoupling([True, True], 0, [4]), ValueError, "mask"),
+        (lambda: AffineCoupling([False, False], 0, [4]), ValueError, "mask"),
+        (lambda: AffineCoupling([True, False], -1, [4]), ValueError, "context_dim"),
+        (lambda: AffineCoupling([True, False], 0, []), ValueError, "hidden"),
+        (lambda: FlowEncoder((4,), [8], 1), ValueError, "latent_dim"),
+        (lambda: FlowEncoder((4,), [8], 2, layers=0), ValueError, "layers"),
+        (lambda: FlowVAE(nn.Linear(2, 2), nn.Linear(2, 2)), TypeError, "encoder"),
+        (lambda: FlowVAE(FlowEncoder((4,), [8], 2), nn.Linear(2, 4), beta=0.0), ValueError, "beta"),
+        (
+            lambda: FlowVAE(FlowEncoder((4,), [8], 2), nn.Linear(2, 4), log_gamma="x"),
+            TypeError,
+            "log_gamma",
+        ),
+    ],
+)
+def test_flow_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
