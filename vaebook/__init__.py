@@ -10,7 +10,8 @@ Modules (one idea each):
 - ``nets``: encoders, decoders and the VAE module; ``train``: the training loop;
 - ``ensemble``: many small VAEs trained at once with stacked weights;
 - ``two_stage``: Dai & Wipf's constructions and diagnostics; ``ivae``: the identifiable VAE
-  and Bonheme & Grzes' polarised regime;
+  and Bonheme & Grzes' polarised regime; ``high_capacity``: tilings, fixed points and phase
+  transitions of high-capacity β-VAEs;
 - ``data`` and ``sprites``: the datasets, all offline; ``metrics``: disentanglement scores;
 - ``plotting``: recurring figures;
 - ``notebook``: glue between the chapters and the book; ``checks``: input validation.
