@@ -18,8 +18,11 @@ from vaebook.high_capacity import (
     fixed_points,
     grid_basis,
     lipschitz_constraint,
+    nearest_neighbour_error,
     partition_decoder,
     reconstruction_curve,
+    tile_elbo,
+    tile_masses,
     two_point_critical_beta,
     two_point_map,
 )
@@ -1071,3 +1074,122 @@ def test_lipschitz_bad_input(call, error, match):
     centres, _ = grid_basis(4)
     with pytest.raises(error, match=match):
         call(centres)
+
+
+# -- the tile objective and the readings of a trained decoder (Fig. 1) ---------------------------
+
+
+def test_tile_elbo_matches_its_formula_and_is_stationary_at_a_fixed_point():
+    gen = torch.Generator().manual_seed(4)
+    X = torch.rand(6, 2, generator=gen, dtype=F64) - 0.5
+    centres, masses = grid_basis(4)
+    beta = 0.01
+    found = fixed_points(X, beta, psi0=centres, prior=masses, tol=1e-13, max_iter=5000, dtype=F64)
+    q = found.posterior
+    H = ((X[:, None] - found.psi[None]) ** 2).sum(-1)
+    expected = -(q * H).sum(1).mean() / 2 - beta * (q * torch.log(q / masses)).sum(1).mean()
+    value = tile_elbo(X, found.psi, q, masses, beta)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-12)
+    psi = found.psi.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(tile_elbo(X, psi, q, masses, beta), psi)
+    assert grad.abs().max().item() < 1e-9
+    # any other posterior on the simplex is worse for this ψ (Gibbs is the maximiser)
+    other = torch.softmax(torch.randn(q.shape, generator=gen, dtype=F64), dim=1)
+    assert tile_elbo(X, found.psi, other, masses, beta) < value
+
+
+def test_nearest_neighbour_error_and_tile_masses_on_a_known_decoder():
+    X = torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=F64)
+
+    def decoder(z):  # the left half-plane decodes to X[0], the right to X[1], blended at 0
+        w = torch.sigmoid(4 * z[:, :1])
+        return (1 - w) * X[0] + w * X[1]
+
+    z = torch.tensor([[-3.0, 0.0], [0.0, 1.0], [3.0, -2.0]], dtype=F64)
+    mse, grad_norm, nearest = nearest_neighbour_error(decoder, z, X)
+    out = decoder(z)
+    expected_nearest = torch.cdist(out, X).argmin(1)
+    assert torch.equal(nearest, expected_nearest)
+    torch.testing.assert_close(mse, ((out - X[expected_nearest]) ** 2).mean(1))
+    for i in range(3):
+        g = torch.autograd.functional.jacobian(
+            lambda zi, i=i: ((decoder(zi[None])[0] - X[expected_nearest[i]]) ** 2).mean(), z[i]
+        )
+        assert grad_norm[i].item() == pytest.approx(g.norm().item(), rel=1e-10)
+    assert grad_norm[1] > 10 * grad_norm[0]  # the boundary is where the error changes
+    share = tile_masses(decoder, X, n_samples=40_000, seed=0)
+    assert share.sum().item() == pytest.approx(1.0)
+    assert share.tolist() == pytest.approx([0.5, 0.5], abs=0.01)  # N(0, I) splits evenly
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (
+            lambda: tile_elbo(
+                torch.zeros(2, 2), torch.zeros(3, 1), torch.ones(2, 3) / 3, torch.ones(3) / 3, 0.1
+            ),
+            ValueError,
+            "psi",
+        ),
+        (
+            lambda: tile_elbo(
+                torch.zeros(2, 2), torch.zeros(3, 2), torch.ones(2, 4) / 4, torch.ones(3) / 3, 0.1
+            ),
+            ValueError,
+            "posterior",
+        ),
+        (
+            lambda: tile_elbo(
+                torch.zeros(2, 2), torch.zeros(3, 2), -torch.ones(2, 3), torch.ones(3) / 3, 0.1
+            ),
+            ValueError,
+            "posterior",
+        ),
+        (
+            lambda: tile_elbo(
+                torch.zeros(2, 2), torch.zeros(3, 2), torch.ones(2, 3) / 3, torch.ones(3), 0.1
+            ),
+            ValueError,
+            "prior",
+        ),
+        (
+            lambda: tile_elbo(
+                torch.zeros(2, 2), torch.zeros(3, 2), torch.ones(2, 3) / 3, torch.ones(3) / 3, 0.0
+            ),
+            ValueError,
+            "beta",
+        ),
+        (
+            lambda: nearest_neighbour_error("g", torch.zeros(2, 2), torch.zeros(3, 2)),
+            TypeError,
+            "decoder",
+        ),
+        (
+            lambda: nearest_neighbour_error(lambda z: z, torch.zeros(2), torch.zeros(3, 2)),
+            ValueError,
+            "z",
+        ),
+        (
+            lambda: nearest_neighbour_error(lambda z: z, torch.zeros(2, 2), torch.zeros(0, 2)),
+            ValueError,
+            "X",
+        ),
+        (
+            lambda: nearest_neighbour_error(lambda z: z, torch.zeros(2, 2), torch.zeros(3, 5)),
+            ValueError,
+            "decoder output",
+        ),
+        (lambda: tile_masses(lambda z: z, torch.zeros(3, 2), n_samples=0), ValueError, "n_samples"),
+        (
+            lambda: tile_masses(lambda z: z, torch.zeros(3, 2), latent_dim=0),
+            ValueError,
+            "latent_dim",
+        ),
+        (lambda: tile_masses(lambda z: z, torch.zeros(3, 2), seed=-1), ValueError, "seed"),
+        (lambda: tile_masses(None, torch.zeros(3, 2)), TypeError, "decoder"),
+    ],
+)
+def test_tile_readings_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

@@ -37,8 +37,11 @@ __all__ = [
     "fixed_points",
     "grid_basis",
     "lipschitz_constraint",
+    "nearest_neighbour_error",
     "partition_decoder",
     "reconstruction_curve",
+    "tile_elbo",
+    "tile_masses",
     "two_point_critical_beta",
     "two_point_map",
 ]
@@ -318,7 +321,11 @@ def fixed_points(
         raise TypeError(
             f"constraint must be a LipschitzConstraint, got {type(constraint).__name__}"
         )
-    trajectory = [psi]
+    # preallocated: appending small tensors between the large temporaries of every step
+    # fragments the heap and makes the process grow by about one (n, m) array per step
+    trajectory = torch.empty(max_iter + 1, m, X.shape[1], dtype=dtype)
+    trajectory[0] = psi
+    steps = 0
     converged = False
     state = None
     for _ in range(max_iter):
@@ -333,7 +340,8 @@ def fixed_points(
             new = projected.to(dtype)
         step = torch.linalg.norm(new - psi).item()
         psi = new
-        trajectory.append(psi)
+        steps += 1
+        trajectory[steps] = psi
         if step < tol:
             converged = True
             break
@@ -342,8 +350,8 @@ def fixed_points(
     q = log_q.exp()
     u = (q * H).sum(1).mean().item()
     kl = (q * (log_q - log_prior)).sum(1).mean().item()
-    trajectory = torch.stack(trajectory).to(F64)
-    return FixedPoints(psi, trajectory, q, u, kl, len(trajectory) - 1, converged)
+    trajectory = trajectory[: steps + 1].to(F64)
+    return FixedPoints(psi, trajectory, q, u, kl, steps, converged)
 
 
 def reconstruction_curve(X, betas, **kwargs) -> np.ndarray:
@@ -505,3 +513,90 @@ def equipartition(H, beta: float, *, max_iter: int = 10_000, tol: float = 1e-10)
         log_gamma = log_gamma - torch.logsumexp(log_gamma, 0)
         mean_r, residual = mean_responsibility(log_gamma)
     return log_gamma.exp(), residual
+
+
+def tile_elbo(X, psi, posterior, prior, beta: float) -> torch.Tensor:
+    r"""The β-VAE objective (eq. 1) in the tile basis, per unit of ``2σ²``-scaled energy.
+
+    ``F = -(1/n) Σ_i Σ_a q_i(a) |x_i - ψ_a|² / 2 - β (1/n) Σ_i KL(q_i || π)``, with ``q_i(a)``
+    the posterior mass of tile ``a`` (rows of ``posterior`` sum to 1). Maximising it over
+    ``q`` gives ``q_i(a) ∝ π_a exp(-|x_i - ψ_a|² / 2β)`` (eq. 2) and over ψ the posterior
+    average of the data (eq. 3): Proposition 1, which :func:`fixed_points` iterates.
+    Differentiable in ``psi`` and ``posterior``; returns a scalar tensor.
+    """
+    X = _data(X)
+    psi = as_tensor(psi, "psi", dtype=F64)
+    posterior = as_tensor(posterior, "posterior", dtype=F64)
+    if psi.dim() != 2 or psi.shape[1] != X.shape[1]:
+        raise ValueError(f"psi must be (m, {X.shape[1]}), got shape {tuple(psi.shape)}")
+    if posterior.shape != (X.shape[0], psi.shape[0]) or bool((posterior < 0).any()):
+        raise ValueError(
+            f"posterior must be non-negative ({X.shape[0]}, {psi.shape[0]}), "
+            f"got shape {tuple(posterior.shape)}"
+        )
+    log_prior = _log_masses(prior, psi.shape[0])
+    beta = check_positive(beta, "beta")
+    H = ((X[:, None, :] - psi[None, :, :]) ** 2).sum(-1)
+    safe = torch.where(posterior > 0, posterior, torch.ones_like(posterior))
+    kl = (posterior * (torch.log(safe) - log_prior)).sum(1)
+    return -(posterior * H).sum(1).mean() / 2 - beta * kl.mean()
+
+
+def nearest_neighbour_error(decoder, z, X) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Fig. 1 (centre, right): decode ``z``, find the nearest training point, and measure.
+
+    For each latent point, ``mse = |g(z) - x_nn|² / D`` with ``x_nn`` the training point
+    nearest to ``g(z)``, and the norm of its gradient with respect to ``z`` (``x_nn`` held
+    fixed). Inside a tile the decoder reproduces one training point, so the error is flat;
+    between tiles it blurs two of them and the gradient is large.
+
+    Parameters
+    ----------
+    decoder : callable ``(N, d_z) -> (N, ...)``; z : ``(N, d_z)``; X : ``(n, ...)`` data.
+
+    Returns
+    -------
+    ``(mse, grad_norm, nearest)``: float ``(N,)``, float ``(N,)``, int64 ``(N,)``.
+    """
+    if not callable(decoder):
+        raise TypeError(f"decoder must be callable, got {type(decoder).__name__}")
+    z = as_tensor(z, "z")
+    if z.dim() != 2:
+        raise ValueError(f"z must be (N, d_z), got shape {tuple(z.shape)}")
+    X = as_tensor(X, "X", like=z)
+    if X.dim() < 2 or X.shape[0] == 0:
+        raise ValueError(f"X must be a non-empty batch (n, ...), got shape {tuple(X.shape)}")
+    flat = X.reshape(X.shape[0], -1)
+    z = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = decoder(z).reshape(z.shape[0], -1)
+        if out.shape[1] != flat.shape[1]:
+            raise ValueError(
+                f"decoder output has {out.shape[1]} values per point but X has {flat.shape[1]}"
+            )
+        nearest = torch.cdist(out.detach(), flat).argmin(1)
+        mse = ((out - flat[nearest]) ** 2).mean(1)
+        (grad,) = torch.autograd.grad(mse.sum(), z)
+    return mse.detach(), grad.norm(dim=1), nearest
+
+
+def tile_masses(decoder, X, n_samples: int = 20_000, latent_dim: int = 2, seed: int = 0):
+    r"""The prior mass of every training point's tile: the share of ``z ~ N(0, I)`` decoded
+    nearest to it (Proposition 2 predicts ``1/n`` each).
+
+    Returns float64 ``(n,)`` summing to 1.
+    """
+    n_samples = check_positive_int(n_samples, "n_samples")
+    latent_dim = check_positive_int(latent_dim, "latent_dim")
+    check_positive_int(seed, "seed", allow_zero=True)
+    if not callable(decoder):
+        raise TypeError(f"decoder must be callable, got {type(decoder).__name__}")
+    X = as_tensor(X, "X")
+    if X.dim() < 2 or X.shape[0] == 0:
+        raise ValueError(f"X must be a non-empty batch (n, ...), got shape {tuple(X.shape)}")
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n_samples, latent_dim, generator=gen, dtype=X.dtype)
+    with torch.no_grad():
+        out = decoder(z).reshape(n_samples, -1)
+        nearest = torch.cdist(out, X.reshape(X.shape[0], -1)).argmin(1)
+    return torch.bincount(nearest, minlength=X.shape[0]).to(F64) / n_samples
