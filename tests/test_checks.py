@@ -10,6 +10,7 @@ from vaebook.checks import (
     as_tensor,
     check_choice,
     check_finite,
+    check_number,
     check_per_member,
     check_positive,
     check_positive_int,
@@ -167,3 +168,28 @@ def test_check_per_member_broadcasts_a_number_and_keeps_a_sequence():
 def test_check_per_member_rejects_bad_values(value, members, kwargs, error, match):
     with pytest.raises(error, match=match):
         check_per_member(value, "beta", members, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(3, 3.0), (-2.5, -2.5), (np.float32(0.5), 0.5), (torch.tensor(-1.5), -1.5), (0, 0.0)],
+)
+def test_check_number_returns_a_float(value, expected):
+    result = check_number(value, "log_gamma")
+    assert isinstance(result, float) and result == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "match"),
+    [
+        ("x", TypeError, "log_gamma must be a number, got str"),
+        (None, TypeError, "log_gamma must be a number, got NoneType"),
+        (True, TypeError, "log_gamma must be a number, got bool"),
+        (torch.ones(2), TypeError, "log_gamma must be a number, got Tensor"),
+        (math.inf, ValueError, "log_gamma must be finite, got inf"),
+        (float("nan"), ValueError, "log_gamma must be finite, got nan"),
+    ],
+)
+def test_check_number_rejects_what_is_not_a_finite_number(value, error, match):
+    with pytest.raises(error, match=match):
+        check_number(value, "log_gamma")

@@ -311,3 +311,9 @@ def test_flow_vae_terms_and_training():
 def test_flow_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("bad", ["small", None])
+def test_vae_rejects_a_log_gamma_that_is_not_a_number(bad):
+    with pytest.raises(TypeError, match="log_gamma must be a number"):
+        VAE(nn.Linear(2, 2), nn.Linear(2, 2), log_gamma=bad)

@@ -7,6 +7,7 @@ argument's name, so a reader who passes a bad value is told which one and why.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 
 import torch
@@ -15,6 +16,7 @@ __all__ = [
     "as_tensor",
     "check_choice",
     "check_finite",
+    "check_number",
     "check_per_member",
     "check_positive",
     "check_positive_int",
@@ -56,16 +58,21 @@ def check_finite(value: torch.Tensor, name: str) -> torch.Tensor:
     return value
 
 
-def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
-    """Return ``value`` as a float after checking it is a finite number > 0 (or >= 0)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
-        else:
-            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+def check_number(value, name: str) -> float:
+    """Return ``value`` (a real number or a one-element tensor) as a finite float."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not isinstance(value, bool):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a float after checking it is a finite number > 0 (or >= 0)."""
+    value = check_number(value, name)
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value}")

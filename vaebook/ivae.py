@@ -30,6 +30,7 @@ from .checks import (
     as_tensor,
     check_choice,
     check_finite,
+    check_number,
     check_positive,
     check_positive_int,
     check_sizes,
@@ -324,11 +325,7 @@ class IVAE(nn.Module):
         self.prior_net = prior
         self.likelihood = check_choice(likelihood, "likelihood", LIKELIHOODS)
         self.beta = check_positive(beta, "beta")
-        if isinstance(log_gamma, bool) or not isinstance(log_gamma, (int, float)):
-            raise TypeError(f"log_gamma must be a number, got {type(log_gamma).__name__}")
-        if not math.isfinite(log_gamma):
-            raise ValueError("log_gamma must be finite")
-        self.register_buffer("log_gamma", torch.tensor(float(log_gamma)))
+        self.register_buffer("log_gamma", torch.tensor(check_number(log_gamma, "log_gamma")))
         self.learn_prior_mean = bool(learn_prior_mean)
 
     @property

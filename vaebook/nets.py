@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .checks import check_choice, check_positive, check_positive_int, check_sizes
+from .checks import check_choice, check_number, check_positive, check_positive_int, check_sizes
 from .gaussian import log_normal_diag, sample_diag_normal
 from .objectives import LIKELIHOODS, ELBOTerms, beta_vae_terms, reconstruction_log_likelihood
 
@@ -273,11 +273,7 @@ class FlowVAE(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.beta = check_positive(beta, "beta")
-        if isinstance(log_gamma, bool) or not isinstance(log_gamma, (int, float)):
-            raise TypeError(f"log_gamma must be a number, got {type(log_gamma).__name__}")
-        if not math.isfinite(log_gamma):
-            raise ValueError("log_gamma must be finite")
-        self.register_buffer("log_gamma", torch.tensor(float(log_gamma)))
+        self.register_buffer("log_gamma", torch.tensor(check_number(log_gamma, "log_gamma")))
 
     @property
     def latent_dim(self) -> int:
@@ -326,9 +322,7 @@ class VAE(nn.Module):
         self.decoder = decoder
         self.likelihood = check_choice(likelihood, "likelihood", LIKELIHOODS)
         self.beta = check_positive(beta, "beta")
-        log_gamma = torch.tensor(float(log_gamma))
-        if not torch.isfinite(log_gamma):
-            raise ValueError("log_gamma must be finite")
+        log_gamma = torch.tensor(check_number(log_gamma, "log_gamma"))
         if learn_gamma:
             self.log_gamma = nn.Parameter(log_gamma)
         else:
