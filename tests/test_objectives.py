@@ -13,6 +13,7 @@ from vaebook.objectives import (
     ELBOTerms,
     bernoulli_log_likelihood,
     beta_vae_terms,
+    decoder_mean,
     gaussian_log_likelihood,
     reconstruction_log_likelihood,
 )
@@ -177,3 +178,12 @@ MU, LOGVAR = torch.zeros(3, 2), torch.zeros(3, 2)
 def test_bad_input_raises_naming_the_argument(func, args, kwargs, error, match):
     with pytest.raises(error, match=match):
         func(*args, **kwargs)
+
+
+def test_decoder_mean_is_the_bernoulli_mean_or_the_gaussian_output():
+    out = torch.tensor([[-2.0, 0.0, 3.0]], dtype=F64)
+    assert torch.equal(decoder_mean(out, "gaussian"), out)
+    expected = torch.distributions.Bernoulli(logits=out).mean
+    torch.testing.assert_close(decoder_mean(out, "bernoulli"), expected)
+    with pytest.raises(ValueError, match="likelihood"):
+        decoder_mean(out, "poisson")

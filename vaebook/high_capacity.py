@@ -112,9 +112,14 @@ def _log_masses(prior, m: int | None) -> torch.Tensor:
     return torch.log(prior / prior.sum())
 
 
+def _energies(X: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+    """``H_ia = |x_i - ψ_a|²``, ``(n, m)``, exact (no ``|x|² - 2 x·ψ + |ψ|²`` cancellation)."""
+    return ((X[:, None, :] - psi[None, :, :]) ** 2).sum(-1)
+
+
 def _posterior(X: torch.Tensor, psi: torch.Tensor, log_prior: torch.Tensor, beta: float):
     """``H_ia = |x_i - ψ_a|²`` and ``log q_i(a) = log m_ia π_a``, both ``(n, m)`` (eq. 14)."""
-    H = ((X[:, None, :] - psi[None, :, :]) ** 2).sum(-1)
+    H = _energies(X, psi)
     return H, torch.log_softmax(-H / (2.0 * beta) + log_prior, dim=1)
 
 
@@ -536,7 +541,7 @@ def tile_elbo(X, psi, posterior, prior, beta: float) -> torch.Tensor:
         )
     log_prior = _log_masses(prior, psi.shape[0])
     beta = check_positive(beta, "beta")
-    H = ((X[:, None, :] - psi[None, :, :]) ** 2).sum(-1)
+    H = _energies(X, psi)
     safe = torch.where(posterior > 0, posterior, torch.ones_like(posterior))
     kl = (posterior * (torch.log(safe) - log_prior)).sum(1)
     return -(posterior * H).sum(1).mean() / 2 - beta * kl.mean()
@@ -558,23 +563,14 @@ def nearest_neighbour_error(decoder, z, X) -> tuple[torch.Tensor, torch.Tensor, 
     -------
     ``(mse, grad_norm, nearest)``: float ``(N,)``, float ``(N,)``, int64 ``(N,)``.
     """
-    if not callable(decoder):
-        raise TypeError(f"decoder must be callable, got {type(decoder).__name__}")
     z = as_tensor(z, "z")
     if z.dim() != 2:
         raise ValueError(f"z must be (N, d_z), got shape {tuple(z.shape)}")
-    X = as_tensor(X, "X", like=z)
-    if X.dim() < 2 or X.shape[0] == 0:
-        raise ValueError(f"X must be a non-empty batch (n, ...), got shape {tuple(X.shape)}")
-    flat = X.reshape(X.shape[0], -1)
+    flat = _decoder_targets(decoder, X, z)
     z = z.detach().requires_grad_(True)
     with torch.enable_grad():
         out = decoder(z).reshape(z.shape[0], -1)
-        if out.shape[1] != flat.shape[1]:
-            raise ValueError(
-                f"decoder output has {out.shape[1]} values per point but X has {flat.shape[1]}"
-            )
-        nearest = torch.cdist(out.detach(), flat).argmin(1)
+        nearest = _nearest_rows(out.detach(), flat)
         mse = ((out - flat[nearest]) ** 2).mean(1)
         (grad,) = torch.autograd.grad(mse.sum(), z)
     return mse.detach(), grad.norm(dim=1), nearest
@@ -589,14 +585,30 @@ def tile_masses(decoder, X, n_samples: int = 20_000, latent_dim: int = 2, seed: 
     n_samples = check_positive_int(n_samples, "n_samples")
     latent_dim = check_positive_int(latent_dim, "latent_dim")
     check_positive_int(seed, "seed", allow_zero=True)
-    if not callable(decoder):
-        raise TypeError(f"decoder must be callable, got {type(decoder).__name__}")
     X = as_tensor(X, "X")
-    if X.dim() < 2 or X.shape[0] == 0:
-        raise ValueError(f"X must be a non-empty batch (n, ...), got shape {tuple(X.shape)}")
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n_samples, latent_dim, generator=gen, dtype=X.dtype)
+    flat = _decoder_targets(decoder, X, z)
     with torch.no_grad():
-        out = decoder(z).reshape(n_samples, -1)
-        nearest = torch.cdist(out, X.reshape(X.shape[0], -1)).argmin(1)
-    return torch.bincount(nearest, minlength=X.shape[0]).to(F64) / n_samples
+        nearest = _nearest_rows(decoder(z).reshape(n_samples, -1), flat)
+    return torch.bincount(nearest, minlength=flat.shape[0]).to(F64) / n_samples
+
+
+def _decoder_targets(decoder, X, z: torch.Tensor) -> torch.Tensor:
+    """``X`` flattened to ``(n, D)`` after checking it against ``decoder``'s output at ``z[:1]``."""
+    if not callable(decoder):
+        raise TypeError(f"decoder must be callable, got {type(decoder).__name__}")
+    X = as_tensor(X, "X", like=z)
+    if X.dim() < 2 or X.shape[0] == 0:
+        raise ValueError(f"X must be a non-empty batch (n, ...), got shape {tuple(X.shape)}")
+    flat = X.reshape(X.shape[0], -1)
+    with torch.no_grad():
+        width = decoder(z[:1]).reshape(1, -1).shape[1]
+    if width != flat.shape[1]:
+        raise ValueError(f"decoder output has {width} values per point but X has {flat.shape[1]}")
+    return flat
+
+
+def _nearest_rows(out: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """For every row of ``out`` ``(N, D)``, the index of the nearest row of ``flat`` ``(n, D)``."""
+    return torch.cdist(out, flat).argmin(1)

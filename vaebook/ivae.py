@@ -37,7 +37,7 @@ from .checks import (
 )
 from .gaussian import LOG_2PI, cholesky_factor, kl_diag_normal, sample_diag_normal
 from .nets import VAE, mlp, mlp_decoder, mlp_encoder, seeded
-from .objectives import LIKELIHOODS, ELBOTerms, reconstruction_log_likelihood
+from .objectives import LIKELIHOODS, ELBOTerms, decoder_mean, reconstruction_log_likelihood
 from .two_stage import decoder_jacobian
 
 __all__ = [
@@ -367,8 +367,7 @@ class IVAE(nn.Module):
 
     def mean_image(self, z: torch.Tensor) -> torch.Tensor:
         """``E[x|z]``: ``sigmoid(logits)`` (Bernoulli) or the decoder mean (Gaussian)."""
-        out = self.decode(z)
-        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+        return decoder_mean(self.decode(z), self.likelihood)
 
     def terms(self, x, u, generator: torch.Generator | None = None) -> ELBOTerms:
         """Per-example :class:`~vaebook.objectives.ELBOTerms` ``(n,)``, one sample of ``z`` each.

@@ -17,7 +17,13 @@ from torch import nn
 
 from .checks import check_choice, check_number, check_positive, check_positive_int, check_sizes
 from .gaussian import log_normal_diag, sample_diag_normal
-from .objectives import LIKELIHOODS, ELBOTerms, beta_vae_terms, reconstruction_log_likelihood
+from .objectives import (
+    LIKELIHOODS,
+    ELBOTerms,
+    beta_vae_terms,
+    decoder_mean,
+    reconstruction_log_likelihood,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -338,8 +344,7 @@ class VAE(nn.Module):
 
     def mean_image(self, z: torch.Tensor) -> torch.Tensor:
         """``E[x|z]``: the decoder mean (Gaussian) or ``sigmoid(logits)`` (Bernoulli)."""
-        out = self.decode(z)
-        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+        return decoder_mean(self.decode(z), self.likelihood)
 
     def terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> ELBOTerms:
         """Per-example :class:`~vaebook.objectives.ELBOTerms` with one sample of ``z`` each."""

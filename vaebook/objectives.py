@@ -27,6 +27,7 @@ __all__ = [
     "ELBOTerms",
     "bernoulli_log_likelihood",
     "beta_vae_terms",
+    "decoder_mean",
     "gaussian_log_likelihood",
     "reconstruction_log_likelihood",
 ]
@@ -137,6 +138,13 @@ def bernoulli_log_likelihood(x, logits) -> torch.Tensor:
         raise ValueError("x must lie in [0, 1] for a Bernoulli likelihood")
     nll = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
     return -nll.reshape(x.shape[0], -1).sum(-1)
+
+
+def decoder_mean(decoder_output: torch.Tensor, likelihood: str = "gaussian") -> torch.Tensor:
+    """``E[x|z]`` from the decoder output: the output itself (Gaussian mean) or
+    ``sigmoid(logits)`` (Bernoulli)."""
+    check_choice(likelihood, "likelihood", LIKELIHOODS)
+    return torch.sigmoid(decoder_output) if likelihood == "bernoulli" else decoder_output
 
 
 def reconstruction_log_likelihood(x, decoder_output, likelihood="gaussian", log_gamma=0.0):

@@ -321,7 +321,8 @@ class FactorDataset:
         (size 1) gives 0. ``(n, 6)`` with colour is accepted; the colour column is dropped.
         Orientation classes 0 and 39 draw the same image but get ``u = 0`` and ``u = 1``.
         """
-        classes = self.classes(self._index(factors, "factors"))[:, 1:]
+        self._index(factors, "factors")  # validates the classes
+        classes = _as_int_array(factors, "factors")[:, -5:]
         span = np.maximum(np.array(self.factor_sizes, dtype=np.float64) - 1.0, 1.0)
         return torch.from_numpy(classes / span).to(torch.float32)
 

@@ -31,6 +31,7 @@ from torch import nn
 
 from .checks import as_tensor, check_finite, check_positive, check_positive_int
 from .gaussian import LOG_2PI, kl_normal, sample_diag_normal
+from .objectives import decoder_mean
 
 __all__ = [
     "BentBimodal",
@@ -617,5 +618,4 @@ class TwoStageVAE(nn.Module):
         z = mean_z + std_z * torch.randn(
             mean_z.shape, generator=generator, dtype=ref.dtype, device=ref.device
         )
-        out = self.stage1.decode(z)
-        return torch.sigmoid(out) if self.stage1.likelihood == "bernoulli" else out
+        return decoder_mean(self.stage1.decode(z), self.stage1.likelihood)
