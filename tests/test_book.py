@@ -203,3 +203,124 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in readme and "make book" in readme
     assert re.search(r"^make test$", ci, flags=re.MULTILINE)
     assert "set -euo pipefail" in ci
+
+
+def test_binder_url_opens_the_markdown_chapter_in_jupyterlab():
+    url = colab_links.binder_url(fake_config(), "primer")
+    assert url == "https://mybinder.org/v2/gh/org/repo/dev?urlpath=lab/tree/book/primer.md"
+    with pytest.raises(ValueError, match="repository url"):
+        colab_links.binder_url(fake_config(url="https://example.org/repo"), "primer")
+
+
+# --- MyST -> Colab markdown ---------------------------------------------------------------
+
+MYST_PAGE = """\
+# A page
+
+(sec-target)=
+## A section
+
+$$
+a = b
+$$ (eq-ab)
+
+```{prf:theorem} Pythagoras
+:label: thm-py
+
+For a right triangle $a^2 + b^2 = c^2$.
+```
+
+````{exercise}
+:label: ex-one
+
+Prove {prf:ref}`thm-py`, using {eq}`eq-ab` as in {ref}`the section <sec-target>`.
+```{prf:proof}
+Draw it.
+```
+````
+"""
+
+
+@pytest.fixture
+def myst_book(tmp_path):
+    book = tmp_path / "book"
+    book.mkdir()
+    (book / "page.md").write_text(MYST_PAGE, encoding="utf-8")
+    bib = {"kingma2014auto": ("Kingma & Welling", "2014"), "x2020": ("Xu et al.", "2020")}
+    labels = notebooks_tool.book_labels(book)
+    return {"labels": labels, "bib": bib, "url": "https://book.example/"}
+
+
+def test_book_labels_finds_directives_equations_and_targets(myst_book):
+    labels = myst_book["labels"]
+    assert labels["thm-py"] == notebooks_tool.Target("book/page", "Theorem", "Pythagoras")
+    assert labels["ex-one"].kind == "Exercise"
+    assert labels["eq-ab"].kind == "equation"
+    assert labels["sec-target"] == notebooks_tool.Target("book/page", "section", "A section")
+
+
+def test_colab_markdown_turns_directives_into_titled_quotes(myst_book):
+    out = notebooks_tool.colab_markdown(MYST_PAGE, "book/page", myst_book)
+    assert "{prf:" not in out and "{exercise}" not in out and "```" not in out
+    assert ":label:" not in out and "(sec-target)=" not in out
+    assert "> **Theorem (Pythagoras).**\n>\n> For a right triangle $a^2 + b^2 = c^2$." in out
+    assert "> **Exercise.**" in out
+    assert "> > *Proof.*\n> >\n> > Draw it. ∎" in out  # nested inside the exercise
+    assert "$$\na = b\n$$\n" in out  # the equation label is dropped, the math kept
+
+
+def test_colab_markdown_links_references_into_the_published_book(myst_book):
+    out = notebooks_tool.colab_markdown(MYST_PAGE, "book/page", myst_book)
+    assert "[Theorem (Pythagoras)](https://book.example/book/page.html#thm-py)" in out
+    assert "[(eq-ab)](https://book.example/book/page.html#equation-eq-ab)" in out
+    assert "[the section](https://book.example/book/page.html#sec-target)" in out
+
+
+def test_colab_markdown_writes_citations_glue_and_doc_links(myst_book):
+    text = (
+        "See {cite:p}`kingma2014auto,x2020` and {cite:t}`kingma2014auto`; "
+        "{doc}`the API <api>`, {glue:text}`gap:.3f` nats. {colab}`page`"
+    )
+    out = notebooks_tool.colab_markdown(text, "book/page", myst_book)
+    assert "(Kingma & Welling, 2014; Xu et al., 2020)" in out
+    assert "Kingma & Welling (2014)" in out
+    assert "[the API](https://book.example/book/api.html)" in out
+    assert "`gap` nats" in out
+    assert "[Read this chapter in the rendered book](https://book.example/book/page.html)" in out
+
+
+def test_colab_markdown_names_an_unknown_reference(myst_book):
+    with pytest.raises(KeyError, match="no-such-label"):
+        notebooks_tool.colab_markdown("{prf:ref}`no-such-label`", "book/page", myst_book)
+
+
+def test_colab_markdown_rejects_an_unclosed_directive(myst_book):
+    with pytest.raises(ValueError, match="unclosed directive"):
+        notebooks_tool.colab_markdown("```{prf:proof}\nno end\n", "book/page", myst_book)
+
+
+def test_bibliography_gives_surnames_and_year(tmp_path):
+    bib = tmp_path / "refs.bib"
+    bib.write_text(
+        "@article{a1,\n  author = {Dai, Bin and Wipf, David},\n  year = {2019}\n}\n\n"
+        '@article{a2,\n  author = {Hyv{\\"a}rinen, Aapo},\n  year = 2001\n}\n\n'
+        "@article{a3,\n  author = {Ann Lee and Bo Kim and Cy Wu},\n  year = {2020}\n}\n",
+        encoding="utf-8",
+    )
+    assert notebooks_tool.bibliography(bib) == {
+        "a1": ("Dai & Wipf", "2019"),
+        "a2": ("Hyvarinen", "2001"),
+        "a3": ("Lee et al.", "2020"),
+    }
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_colab_notebook_has_no_myst_syntax_left(chapter):
+    nb = notebooks_tool.colab_notebook(chapter, CONFIG)
+    assert nb.cells[0].cell_type == "code" and "%pip install" in nb.cells[0].source
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            leftover = re.findall(
+                r"^(?:`{3,}|:{3,})\{|\{[\w:-]+\}`|^:label:|^\([\w-]+\)=$", cell.source, re.M
+            )
+            assert not leftover, f"raw MyST in a markdown cell of {chapter.name}: {leftover}"
