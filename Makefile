@@ -7,12 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NBMAKE_TIMEOUT ?= 600
 
-.PHONY: help install lint format notebooks test unit book clean
+.PHONY: help install browser lint format notebooks test unit book bench clean
 
 help:
 	@echo "make book       build the executed HTML book into _build/html"
 	@echo "make test       lint + unit tests + execute every chapter (nbmake)"
-	@echo "make unit       unit tests only (fast)"
+	@echo "make unit       unit tests only (fast; skips the book build and the Colab run)"
+	@echo "make bench      time every chapter and the kernels; writes benchmarks/results.md"
 	@echo "make notebooks  regenerate the Colab notebooks in notebooks/ from book/*.md"
 	@echo "make format     apply ruff's formatter and import sorting"
 	@echo "make clean      remove _build/ (keeps .venv/)"
@@ -23,6 +24,14 @@ $(STAMP): pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+# The browser tests drive Debian's chromium through Debian's chromedriver; nothing is downloaded.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check
@@ -36,10 +45,11 @@ notebooks: $(STAMP)
 	$(BIN)/python tools/notebooks.py
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -m "not book" tests
 
-# The unit tests check that notebooks/ matches book/; nbmake then executes every chapter.
-test: lint $(STAMP)
+# Everything: the unit tests; the book built with `make book` and every page checked in
+# Chromium; one Colab notebook run in a fresh virtualenv; nbmake executes every Colab notebook.
+test: lint browser $(STAMP)
 	$(BIN)/python -m pytest --nbmake --nbmake-timeout=$(NBMAKE_TIMEOUT) tests notebooks
 
 book: $(STAMP)

@@ -38,7 +38,9 @@ INSTALL_CELL = """\
 import importlib.util
 
 if importlib.util.find_spec("vaebook") is None:
-    %pip install --quiet "vaebook @ git+{url}@{branch}"\
+    %pip install --quiet "vaebook @ git+{url}@{branch}"
+
+import vaebook  # noqa: F401  (fails here, loudly, if the installation did not work)\
 """
 
 

@@ -1,0 +1,82 @@
+"""The built book as readers meet it: a clean build, then every page opened in Chromium.
+
+``make book`` (the same command CI and the publishing workflow run) must finish with zero
+warnings under ``-W -n --keep-going``: every citation, ``prf:``/exercise label and
+cross-reference resolves. Every page of ``_toc.yml`` is then checked in headless Chromium by
+``tools/pagecheck.py`` and screenshotted to ``_build/screenshots/``.
+
+These tests build the whole book (several minutes); ``make unit`` leaves them out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+from test_book import CONFIG, ROOT, load_module
+
+pagecheck = load_module(ROOT / "tools" / "pagecheck.py")
+HTML = ROOT / "_build" / "html"
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+PAGES = pagecheck.toc_pages()
+CHAPTERS = [page for page, chapter in PAGES if chapter]
+
+pytestmark = pytest.mark.book
+
+
+@pytest.fixture(scope="module")
+def built_book():
+    """Runs ``make book``; its log is kept in ``_build/book.log``."""
+    run = subprocess.run(["make", "book"], cwd=ROOT, capture_output=True, text=True, check=False)
+    log = run.stdout + run.stderr
+    (ROOT / "_build").mkdir(exist_ok=True)
+    (ROOT / "_build" / "book.log").write_text(log, encoding="utf-8")
+    warnings = [line for line in log.splitlines() if "WARNING" in line or "ERROR" in line]
+    assert run.returncode == 0 and not warnings, "\n".join(warnings) or log[-3000:]
+    return HTML
+
+
+@pytest.fixture(scope="module")
+def browser(built_book):
+    driver = pagecheck.start_browser()
+    with pagecheck.serve(built_book) as base:
+        yield driver, base
+    driver.quit()
+
+
+@pytest.mark.parametrize(("page", "chapter"), PAGES, ids=[page for page, _ in PAGES])
+def test_page_reads_cleanly_in_chromium(browser, built_book, page, chapter):
+    driver, base = browser
+    shot = SCREENSHOTS / page.replace("/", "_").replace(".html", ".png")
+    problems = pagecheck.check_page(
+        driver, base, built_book, page, chapter=chapter, screenshot=shot
+    )
+    assert problems == [], f"{page}:\n" + "\n".join(problems)
+    assert shot.stat().st_size > 0
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_chapter_opens_with_run_time_and_launch_links_to_real_files(built_book, page):
+    html = (built_book / page).read_text(encoding="utf-8")
+    name = page.removeprefix("book/").removesuffix(".html")
+    assert re.search(r"Run time\.</strong> This chapter executed in \d+ s", html)
+    colab = re.search(r'href="([^"]+)"[^>]*>Open this chapter in Colab', html)[1]
+    binder = re.search(r'href="([^"]+)"[^>]*>launch it on Binder', html)[1]
+    assert colab.endswith(f"/blob/main/notebooks/{name}.ipynb")
+    assert binder.endswith(f"?urlpath=lab/tree/book/{name}.md")
+    assert (ROOT / "notebooks" / f"{name}.ipynb").is_file()
+    assert (ROOT / "book" / f"{name}.md").is_file()
+
+
+def test_colab_notebooks_link_to_anchors_that_exist(built_book):
+    """The links tools/notebooks.py writes into the Colab notebooks land on real anchors."""
+    url = CONFIG["html"]["baseurl"].rstrip("/") + "/"
+    links = set()
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(notebook.read_text(encoding="utf-8"))["cells"]:
+            links |= set(re.findall(re.escape(url) + r"[^)\s]+", "".join(cell["source"])))
+    assert len(links) > 20
+    local = [link.replace(url, "http://book/") for link in links]
+    assert pagecheck.broken_links(local, "http://book/", built_book) == []
