@@ -55,5 +55,10 @@ test: lint browser $(STAMP)
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
 
+# Wall time and memory of every chapter, make test / make book from a fresh clone, and the
+# kernel micro-benchmarks: about 45 minutes. Run it on an otherwise idle machine.
+bench: browser $(STAMP)
+	$(BIN)/python benchmarks/run.py --out benchmarks/results.md
+
 clean:
 	rm -rf _build

@@ -324,3 +324,45 @@ def test_colab_notebook_has_no_myst_syntax_left(chapter):
                 r"^(?:`{3,}|:{3,})\{|\{[\w:-]+\}`|^:label:|^\([\w-]+\)=$", cell.source, re.M
             )
             assert not leftover, f"raw MyST in a markdown cell of {chapter.name}: {leftover}"
+
+
+# --- publishing -------------------------------------------------------------------------------
+
+WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
+
+
+def makefile_targets() -> set[str]:
+    text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    return set(re.findall(r"^([a-z][\w-]*):", text, flags=re.MULTILINE))
+
+
+def test_publishing_workflow_builds_with_make_book_and_deploys_the_html():
+    workflow = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads the key `on` as True
+    assert triggers["push"]["branches"] == ["main"] == [CONFIG["repository"]["branch"]]
+    assert workflow["permissions"]["pages"] == "write"
+    assert workflow["permissions"]["id-token"] == "write"
+    build, deploy = workflow["jobs"]["build"], workflow["jobs"]["deploy"]
+    commands = [step["run"] for step in build["steps"] if "run" in step]
+    assert commands == ["make book"]  # the README's command, nothing else
+    assert set(cmd.split()[1] for cmd in commands) <= makefile_targets()
+    upload = next(s for s in build["steps"] if "upload-pages-artifact" in s.get("uses", ""))
+    assert upload["with"]["path"] == "_build/html"
+    assert "whl/cpu" in build["env"]["PIP_EXTRA_INDEX_URL"]  # no CUDA build of torch
+    python = next(s for s in build["steps"] if "setup-python" in s.get("uses", ""))
+    assert python["with"]["python-version"] == "3.11"
+    assert deploy["needs"] == "build"
+    assert any("deploy-pages" in step.get("uses", "") for step in deploy["steps"])
+
+
+def test_make_book_writes_the_folder_the_workflow_publishes():
+    text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    book = re.search(r"^book:.*\n\t(.+)$", text, flags=re.MULTILINE)[1]
+    assert "jupyter-book build . --builder html -W -n --keep-going" in book  # -> _build/html
+
+
+def test_readme_links_the_published_book_and_its_workflow_badge():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert CONFIG["html"]["baseurl"] in readme
+    slug = CONFIG["repository"]["url"]
+    assert f"{slug}/actions/workflows/book.yml/badge.svg" in readme
