@@ -263,7 +263,7 @@ def test_colab_markdown_turns_directives_into_titled_quotes(myst_book):
     out = notebooks_tool.colab_markdown(MYST_PAGE, "book/page", myst_book)
     assert "{prf:" not in out and "{exercise}" not in out and "```" not in out
     assert ":label:" not in out and "(sec-target)=" not in out
-    assert "> **Theorem (Pythagoras).**\n>\n> For a right triangle $a^2 + b^2 = c^2$." in out
+    assert "> **Theorem.** *Pythagoras.*\n>\n> For a right triangle $a^2 + b^2 = c^2$." in out
     assert "> **Exercise.**" in out
     assert "> > *Proof.*\n> >\n> > Draw it. ∎" in out  # nested inside the exercise
     assert "$$\na = b\n$$\n" in out  # the equation label is dropped, the math kept
@@ -366,3 +366,36 @@ def test_readme_links_the_published_book_and_its_workflow_badge():
     assert CONFIG["html"]["baseurl"] in readme
     slug = CONFIG["repository"]["url"]
     assert f"{slug}/actions/workflows/book.yml/badge.svg" in readme
+
+
+# --- the claims register in the intro ---------------------------------------------------------
+
+REGISTER_ROW = re.compile(r"^\| (?P<paper>[^|]+) \| (?P<claim>[^|]+) \| (?P<rest>.+) \|$")
+STATED = re.compile(r"^```\{prf:(theorem|proposition|corollary)\}[^\n]*\n:label: ([\w-]+)", re.M)
+
+
+def register_rows() -> list[dict]:
+    text = (ROOT / "book" / "intro.md").read_text(encoding="utf-8")
+    section = text.split("(claims-register)=", 1)[1]
+    rows = [REGISTER_ROW.match(line) for line in section.splitlines()]
+    return [m.groupdict() for m in rows if m and m["paper"] not in ("paper", "---")]
+
+
+def test_claims_register_names_tests_that_exist():
+    rows = register_rows()
+    assert len(rows) >= 23  # the five papers' numbered results
+    for row in rows:
+        tests = re.findall(r"`(test_\w+\.py)::(test_\w+)`", row["rest"])
+        assert tests, f"no unit test for {row['paper']} {row['claim']}"
+        for module, name in tests:
+            source = (ROOT / "tests" / module).read_text(encoding="utf-8")
+            assert re.search(rf"^def {name}\(", source, re.M), f"{module}::{name} does not exist"
+        assert "{ref}`" in row["rest"], f"no link to the cells for {row['paper']} {row['claim']}"
+
+
+def test_claims_register_covers_every_stated_result():
+    register = "\n".join(row["rest"] for row in register_rows())
+    for chapter in CHAPTERS:
+        for _, label in STATED.findall(chapter.read_text(encoding="utf-8")):
+            if chapter.stem != "primer":  # the primer states textbook facts, not a paper's claims
+                assert f"`{label}`" in register, f"{label} ({chapter.name}) is not in the register"

@@ -9,6 +9,7 @@ import torch
 from helpers import randn
 from scipy import stats
 from torch.distributions import Normal, kl_divergence
+from torch.func import functional_call
 
 from vaebook.decomposition import (
     MMD_SCALES,
@@ -32,6 +33,7 @@ from vaebook.decomposition import (
     pca_variances,
     random_rotation,
     rescale_encoder,
+    rescale_networks,
     rotate_encoder,
     spike_and_slab,
     student_t,
@@ -295,6 +297,108 @@ def test_corollary1_constant_matches_the_papers_form(beta):
     paper += annealed_log_normaliser(prior, beta)
     assert abs(corollary1_constant(d, beta, variance=variance) - paper) < 1e-12
     assert corollary1_constant(d, beta) <= 0
+
+
+# --- Corollary 2: stationary points correspond under T_β -------------------------------------
+
+
+def _cor2_networks(gen):
+    """A tanh MLP encoder with linear heads, a tanh MLP decoder, data and shared noise (float64)."""
+    with seeded(3):
+        encoder = mlp_encoder((5,), [6], 2, "tanh").double()
+        decoder = mlp_decoder(2, [6], (5,), "tanh").double()
+    return encoder, decoder, randn(gen, 8, 5), randn(gen, 8, 2)
+
+
+def _t_beta_by_hand(encoder, decoder, beta):
+    """T_β on the parameters, written from the exercise's solution: √β on the mean head,
+    + log β on the log-variance bias, 1/√β on the decoder's first weight; the rest unchanged."""
+    enc = {name: p.detach().clone() for name, p in encoder.named_parameters()}
+    dec = {name: p.detach().clone() for name, p in decoder.named_parameters()}
+    enc["mu.weight"] = math.sqrt(beta) * enc["mu.weight"]
+    enc["mu.bias"] = math.sqrt(beta) * enc["mu.bias"]
+    enc["logvar.bias"] = enc["logvar.bias"] + math.log(beta)
+    dec["0.0.weight"] = dec["0.0.weight"] / math.sqrt(beta)  # first nn.Linear of mlp_decoder
+    return enc, dec
+
+
+def _cor2_objectives(encoder, decoder, x, eps, beta):
+    """(E L_β, E L_{H,β}) as functions of (encoder, decoder) parameter dicts, same noise ``eps``."""
+
+    def forward(enc, dec):
+        mu, logvar = functional_call(encoder, enc, (x,))
+        z = mu + torch.exp(0.5 * logvar) * eps
+        return mu, logvar, gaussian_log_likelihood(x, functional_call(decoder, dec, (z,)))
+
+    def beta_objective(enc, dec):
+        mu, logvar, rec = forward(enc, dec)
+        return (rec - beta * kl_diag_normal(mu, logvar)).mean()
+
+    def regularised_objective(enc, dec):
+        mu, logvar, rec = forward(enc, dec)
+        return entropy_regularised_elbo(rec - kl_diag_normal(mu, logvar), logvar, beta).mean()
+
+    return beta_objective, regularised_objective
+
+
+@pytest.mark.parametrize("beta", [0.3, 4.0])
+def test_corollary2_rescale_networks_is_t_beta(gen, beta):
+    # T_β of Corollary 1 / Corollary 2 on networks: the encoder' outputs are rescale_encoder's
+    # (√β μ, log S + log β), the decoder' is z ↦ g(z / √β), and the parameters are T_β's.
+    encoder, decoder, x, _ = _cor2_networks(gen)
+    before = {
+        k: v.clone() for k, v in (*encoder.state_dict().items(), *decoder.state_dict().items())
+    }
+    encoder_r, decoder_r = rescale_networks(encoder, decoder, beta)
+    enc, dec = _t_beta_by_hand(encoder, decoder, beta)
+    for got, expected in ((encoder_r, enc), (decoder_r, dec)):
+        for name, p in got.named_parameters():
+            torch.testing.assert_close(p.detach(), expected[name], rtol=1e-15, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder_r(x), rescale_encoder(*encoder(x), beta))
+        z = randn(gen, 8, 2)
+        torch.testing.assert_close(decoder_r(math.sqrt(beta) * z), decoder(z))
+    after = {k: v for k, v in (*encoder.state_dict().items(), *decoder.state_dict().items())}
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the inputs are not modified
+
+
+def _gradients(value, params):
+    """``{name: ∂value/∂param}`` for a dict of parameter tensors."""
+    grads = torch.autograd.grad(value, list(params.values()))
+    return dict(zip(params, grads, strict=True))
+
+
+@pytest.mark.parametrize("beta", [0.25, 2.0, 8.0])
+def test_corollary2_stationary_points_correspond(gen, beta):
+    # Mathieu et al., Corollary 2: E L_β = L_{H,β} ∘ T_β + c (Cor. 1), T_β affine with constant
+    # diagonal Jacobian J, so ∇E L_β(θ) = J ∇L_{H,β}(T_β θ) exactly (chain rule); J is invertible,
+    # so one gradient vanishes iff the other does. Same noise on both sides: float64 round-off.
+    encoder, decoder, x, eps = _cor2_networks(gen)
+    beta_objective, regularised_objective = _cor2_objectives(encoder, decoder, x, eps, beta)
+    enc = {name: p.detach().clone().requires_grad_() for name, p in encoder.named_parameters()}
+    dec = {name: p.detach().clone().requires_grad_() for name, p in decoder.named_parameters()}
+    enc_r, dec_r = (
+        {name: p.requires_grad_() for name, p in part.items()}
+        for part in _t_beta_by_hand(encoder, decoder, beta)
+    )
+    lhs = beta_objective(enc, dec)
+    rhs = regularised_objective(enc_r, dec_r)
+    assert abs(lhs.item() - rhs.item() - corollary1_constant(2, beta)) < 1e-10  # Cor. 1
+    g, g_r = _gradients(lhs, {**enc, **dec}), _gradients(rhs, {**enc_r, **dec_r})  # names differ
+    # ∂T_β/∂θ, per parameter tensor (encoder names as they are; decoder's first weight)
+    jacobian = {"mu.weight": math.sqrt(beta), "mu.bias": math.sqrt(beta)}
+    jacobian["0.0.weight"] = 1 / math.sqrt(beta)
+    scale = max(v.abs().max().item() for v in g.values())
+    for name in g:
+        transformed = jacobian.get(name, 1.0) * g_r[name]
+        assert (g[name] - transformed).abs().max().item() < 1e-12 * scale, name
+    # negative control: without J the mean-head gradients differ (β ≠ 1), so the test can fail
+    assert (g["mu.weight"] - g_r["mu.weight"]).abs().max().item() > 1e-3 * scale
+    # one vanishes iff the other does: min(J) |∇L_H| <= |∇L_β| <= max(J) |∇L_H|
+    norm = torch.cat([v.flatten() for v in g.values()]).norm().item()
+    norm_r = torch.cat([v.flatten() for v in g_r.values()]).norm().item()
+    low, high = min(math.sqrt(beta), 1 / math.sqrt(beta)), max(math.sqrt(beta), 1 / math.sqrt(beta))
+    assert low * norm_r * (1 - 1e-12) <= norm <= high * norm_r * (1 + 1e-12)
 
 
 # --- Theorem 2: rotations ------------------------------------------------------------------

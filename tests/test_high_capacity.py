@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy.optimize import brentq, minimize
 from scipy.spatial import Delaunay
+from scipy.spatial.distance import cdist
 from scipy.special import logsumexp
 
 from vaebook.high_capacity import (
@@ -159,6 +160,63 @@ def test_every_step_of_the_trajectory_is_eq15():
     for k in range(1, 16):
         psi = eq15_step(X, psi, prior, beta, smoothing)
         np.testing.assert_allclose(traj[k], psi, rtol=1e-10, atol=1e-11)
+
+
+def gaussian_kernel(X, Z, width):
+    """k(x, z) = exp(-|x - z|² / width), ``(n, m)`` for X ``(n, D)`` and Z ``(m, D)``."""
+    return np.exp(-cdist(X, Z, "sqeuclidean") / width)
+
+
+def kernel_pca_preimage_step(Z, X, coefficients, width):
+    """Mika et al. (1999)'s fixed-point step for the pre-image of P = Σ_i γ_i Φ(x_i) under a
+    Gaussian kernel, for every row z of Z: z ← Σ_i γ_i k(x_i, z) x_i / Σ_i γ_i k(x_i, z).
+
+    It maximises ρ(z) = Σ_i γ_i k(x_i, z), since |Φ(z) - P|² = k(z, z) - 2 ρ(z) + const and
+    k(z, z) = 1: ∇ρ = (2 / width) Σ_i γ_i k(x_i, z) (x_i - z) = 0 is the step's fixed point.
+    """
+    weights = coefficients[:, None] * gaussian_kernel(X, Z, width)  # (n, m)
+    return (weights.T @ X) / weights.sum(0)[:, None]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("beta", [0.3, 1.0])
+def test_proposition4_a_step_is_the_kernel_pca_preimage_iteration(seed, beta):
+    """Rezende & Viola, Proposition 4: eq. 15 is the kernel-PCA pre-image iteration with a
+    normalised Gaussian kernel of scale √β. Reading eq. 15,
+    ψ_a ← Σ_i x_i e^{-|x_i-ψ_a|²/2β} / c_i  /  Σ_i e^{-|x_i-ψ_a|²/2β} / c_i with
+    c_i = Σ_b e^{-|x_i-ψ_b|²/2β} π_b, is Mika's step from z = ψ_a with kernel width 2β
+    (k = e^{-|x-z|²/2β}, scale √β) and coefficients γ_i = 1/c_i (the kernel normalised per
+    data point), c_i taken at the current ψ."""
+    X, psi0, prior = small_problem(seed)
+    width = 2 * beta
+    normaliser = gaussian_kernel(X, psi0, width) @ prior  # c_i
+    step = fixed_points(
+        X, beta, psi0=psi0, prior=prior, smoothing=1.0, max_iter=1, tol=1e-12, dtype=F64
+    )
+    expected = kernel_pca_preimage_step(psi0, X, 1 / normaliser, width)
+    np.testing.assert_allclose(step.psi.numpy(), expected, rtol=1e-12, atol=1e-13)
+    # negative controls: the unnormalised kernel (γ_i = 1) or the width β give other steps
+    plain = kernel_pca_preimage_step(psi0, X, np.ones_like(normaliser), width)
+    assert np.abs(plain - expected).max() > 1e-2
+    assert np.abs(kernel_pca_preimage_step(psi0, X, 1 / normaliser, beta) - expected).max() > 1e-2
+    # at the fixed point every ψ_a is a pre-image: a local maximum of ρ_a(z) = Σ_i k(x_i, z)/c_i
+    # (BFGS started at ψ_a does not move it beyond its tolerance)
+    fixed = fixed_points(
+        X, beta, psi0=psi0, prior=prior, smoothing=1.0, max_iter=2000, tol=1e-13, dtype=F64
+    )
+    assert fixed.converged
+    psi = fixed.psi.numpy()
+    normaliser = gaussian_kernel(X, psi, width) @ prior
+    np.testing.assert_allclose(
+        kernel_pca_preimage_step(psi, X, 1 / normaliser, width), psi, rtol=0, atol=1e-12
+    )
+    for a in range(len(psi)):
+
+        def minus_rho(z):
+            return -(gaussian_kernel(X, z[None], width)[:, 0] / normaliser).sum()
+
+        found = minimize(minus_rho, psi[a], method="BFGS", options={"gtol": 1e-12}).x
+        np.testing.assert_allclose(found, psi[a], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("seed", [0, 5])

@@ -1233,3 +1233,168 @@ def test_laplace_variances_of_a_bernoulli_decoder_use_the_fisher_weighted_jacobi
 def test_laplace_variances_reject_bad_input(model, mu, prior_var, error, match):
     with pytest.raises(error, match=match):
         laplace_posterior_variances(model, mu, prior_var)
+
+
+# -- Propositions 2-3 and Theorem 2: the polarised regime over a dataset ---------------------
+
+
+def test_proposition3_passive_variances_are_the_prior_and_active_ones_are_order_gamma(gen):
+    """Bonheme & Grzes, Proposition 3: with per-input Jacobians whose columns in P are zero
+    (the decoder ignores those latents for every input) and per-input prior variances σ†(u),
+    the optimal variances on P are σ†(u) for every input, so their mean and variance over the
+    inputs are the prior's (i); on the other columns σ_j ≤ γ/|J_j|², O(γ) (ii)."""
+    n, d, kappa = 300, 6, 5
+    passive, active = [1, 4], [0, 2, 3]
+    J = randn(gen, n, d, kappa)
+    J[:, :, passive] = 0.0
+    prior_var = positive(gen, n, kappa)  # σ†(u_i), one row per input
+    bound = 1 / (J[:, :, active] ** 2).sum(-2)  # 1/|J_j(x_i)|²: σ_j/γ ≤ bound, with → as γ → 0
+    ratios = []
+    for gamma in 10.0 ** -np.arange(1, 8):
+        var = optimal_posterior_variances(J, prior_var, gamma)
+        # (i) σ_j = σ†_j(u) for every input, up to the two roundings of σ† γ / γ
+        torch.testing.assert_close(var[:, passive], prior_var[:, passive], rtol=4.5e-16, atol=0)
+        np.testing.assert_allclose(
+            var[:, passive].mean(0), prior_var[:, passive].mean(0), rtol=1e-14
+        )
+        np.testing.assert_allclose(var[:, passive].var(0), prior_var[:, passive].var(0), rtol=1e-13)
+        # (ii) O(γ): σ/γ stays below 1/|J_j|² at every γ, and tends to it
+        ratio = var[:, active] / gamma
+        assert bool((ratio <= bound * (1 + 1e-14)).all())
+        assert float((1 - ratio / bound).max()) <= gamma * float(
+            (bound / prior_var[:, active]).max()
+        )
+        ratios.append(ratio.max().item())
+        assert var[:, active].mean().item() <= gamma * bound.mean().item() * (1 + 1e-14)
+        assert var[:, active].var(0).max().item() <= (gamma * bound.max().item()) ** 2
+    # the ratio to γ is bounded as γ shrinks by factors of 10 (it converges)
+    assert max(ratios) <= bound.max().item() * (1 + 1e-14)
+    assert abs(ratios[-1] / ratios[-2] - 1) <= 1e-6 * float((bound / prior_var[:, active]).max())
+
+
+def _optimal_means(x, W, b, prior_mu, prior_var, gamma, start):
+    """argmin over μ of the negative ELBO of the linear decoder N(Wz + b, γI): the local cost
+    (eq. 10, exact for a linear decoder) plus the error at the mean |x - Wμ - b|²/2γ. It is
+    quadratic in μ and separates over the inputs, so Newton's method with autograd's gradient
+    and per-input Hessian (κ Hessian-vector products) lands on the minimiser in one step; a
+    second step checks it. Σ is held at its diagonal optimum (it does not couple to μ)."""
+    cov = torch.diag_embed(optimal_posterior_variances(W, prior_var, gamma))
+    prior_cov = torch.diag_embed(prior_var)
+
+    def cost(mu):
+        error = ((x - mu @ W.T - b) ** 2).sum(-1) / (2 * gamma)
+        return (error + local_cost(cov, W, prior_cov, gamma, mean_offset=prior_mu - mu)).sum()
+
+    mu, eye = start, torch.eye(W.shape[1], dtype=F64)
+    for _ in range(2):
+        mu = mu.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(cost(mu), mu, create_graph=True)
+        hessian = torch.stack(
+            [torch.autograd.grad(grad, mu, e.expand_as(mu), retain_graph=True)[0] for e in eye], -1
+        )
+        mu = mu - torch.linalg.solve(hessian, grad.unsqueeze(-1)).squeeze(-1)
+    assert grad.abs().max().item() < 1e-9  # the second step started at a stationary point
+    return mu.detach()
+
+
+@pytest.mark.parametrize("learned_prior_mean", [False, True])
+def test_proposition2_passive_means_are_the_prior_mean(gen, learned_prior_mean):
+    """Bonheme & Grzes, Proposition 2: the optimal mean of a latent the decoder ignores is the
+    prior mean, for every input: (ii) with the prior mean fixed at 0 its variance over the
+    inputs is 0; (i) with a learned prior mean μ†(u), μ_j = μ†_j(u) per input, so the mean
+    and variance over inputs are the prior mean's. Exact minimiser: round-off tolerances."""
+    n, d, kappa, gamma = 60, 6, 4, 0.05
+    passive, active = [1, 3], [0, 2]
+    W = randn(gen, d, kappa)
+    W[:, passive] = 0.0
+    b, x = randn(gen, d), randn(gen, n, d)  # the inputs x_i
+    u = torch.rand(n, 1, generator=gen, dtype=F64)  # auxiliary variables u_i
+    prior_var = 0.3 + torch.cat([u, 1 - u, u**2, 2 * u], 1)  # σ†(u)
+    prior_mu = torch.cat([u, 2 * u - 1, -u, 3 * u**2], 1) if learned_prior_mean else 0 * prior_var
+    mu = _optimal_means(x, W, b, prior_mu, prior_var, gamma, start=randn(gen, n, kappa))
+    # the stationarity condition, solved directly: (Σ†⁻¹ + WᵀW/γ) μ = Σ†⁻¹ μ† + Wᵀ(x - b)/γ
+    A = torch.diag_embed(1 / prior_var) + W.T @ W / gamma
+    rhs = prior_mu / prior_var + (x - b) @ W / gamma
+    torch.testing.assert_close(mu, torch.linalg.solve(A, rhs), rtol=0, atol=1e-12)
+    torch.testing.assert_close(mu[:, passive], prior_mu[:, passive], rtol=0, atol=1e-12)
+    if learned_prior_mean:  # (i)
+        np.testing.assert_allclose(mu[:, passive].mean(0), prior_mu[:, passive].mean(0), atol=1e-12)
+        np.testing.assert_allclose(mu[:, passive].var(0), prior_mu[:, passive].var(0), atol=1e-12)
+    else:  # (ii)
+        assert mu[:, passive].abs().max().item() < 1e-12
+        assert mu[:, passive].var(0).max().item() < 1e-24
+    assert mu[:, active].var(0).min().item() > 0.01  # active means follow x: the test can fail
+
+
+class _ConstructedEncoder(nn.Module):
+    """``[x, u] -> (μ, log σ)`` for 3 latents, from x = (s, flag) and u (scalar per input).
+
+    0 passive: μ = μ†(u), σ = σ†(u); 1 active: μ = 3s, σ = 1e-10 σ†; 2 mixed: active
+    (μ = 2 + s, σ = 1e-10 σ†) where flag > 0, passive elsewhere.
+    """
+
+    def __init__(self, prior):
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, xu):
+        s, flag, u = xu[:, :1], xu[:, 1:2] > 0, xu[:, 2:]
+        prior_mu, prior_logvar = self.prior(u).chunk(2, dim=1)
+        tiny = prior_logvar + math.log(1e-10)
+        mu = torch.cat([prior_mu[:, :1], 3 * s, torch.where(flag, 2 + s, prior_mu[:, 2:])], 1)
+        logvar = torch.cat(
+            [
+                prior_logvar[:, :1],
+                tiny[:, 1:2],
+                torch.where(flag, tiny[:, 2:], prior_logvar[:, 2:]),
+            ],
+            1,
+        )
+        return mu, logvar
+
+
+class _ConstructedPrior(nn.Module):
+    """``u (n, 1) -> (μ†(u), log σ†(u))`` ``(n, 6)``: prior means and variances moving with u."""
+
+    def forward(self, u):
+        mean = torch.cat([2 * u - 1, torch.zeros_like(u), u], 1)
+        logvar = torch.log(torch.cat([0.2 + u, torch.ones_like(u), 0.5 + 0 * u], 1))
+        return torch.cat([mean, logvar], 1)
+
+
+def test_theorem2_sampled_representations_of_passive_active_and_mixed_latents(gen):
+    """Bonheme & Grzes, Theorem 2, on an iVAE built to be polarised: the sampled representation
+    z_j of a passive latent is distributed as the prior's z†_j (i), of an active one as μ_j
+    (ii), of a mixed one as the mixture c p(z†_j) + (1 - c) p(μ_j) over its passive / active
+    inputs (iii). Two-sample Kolmogorov-Smirnov tests on n = 4000 inputs: p > 0.01 for the
+    claims, p < 1e-6 for the negative controls (e.g. the active z is not distributed as z†)."""
+    n = 4000
+    s = 2 * torch.rand(n, 1, generator=gen, dtype=F64) - 1  # μ of the active latent: U(-3, 3)
+    flag = torch.where(torch.rand(n, 1, generator=gen, dtype=F64) < 0.4, 1.0, -1.0)
+    u = torch.rand(n, 1, generator=gen, dtype=F64)
+    prior = _ConstructedPrior()
+    model = IVAE(
+        _ConstructedEncoder(prior),
+        nn.Linear(3, 2).double(),  # unused by representations(); gives the model its dtype
+        prior,
+        likelihood="gaussian",
+        learn_prior_mean=True,
+    )
+    reps = representations(model, torch.cat([s, flag], 1), u, seed=0)
+    classes = classify_latents(reps.mean, reps.variance, reps.prior_mean, reps.prior_variance)
+    assert list(classes.labels) == ["passive", "active", "mixed"]
+    active_rows = (flag[:, 0] > 0).numpy()
+    c = classes.passive_fraction[2]
+    assert c == pytest.approx(1 - active_rows.mean(), abs=0) and 0 < c < 1
+    z, z_prior, mu = reps.sample, reps.prior_sample, reps.mean
+
+    def p_value(a, b):
+        return stats.ks_2samp(a, b, method="asymp").pvalue
+
+    assert p_value(z[:, 0], z_prior[:, 0]) > 0.01  # (i)
+    assert p_value(z[:, 0], mu[:, 0]) < 1e-6  # ... and not the mean representation
+    assert p_value(z[:, 1], mu[:, 1]) > 0.01  # (ii)
+    assert p_value(z[:, 1], z_prior[:, 1]) < 1e-6  # ... and not the prior
+    mixture = np.where(active_rows, mu[:, 2], z_prior[:, 2])  # c from z†, 1 - c from μ
+    assert p_value(z[:, 2], mixture) > 0.01  # (iii)
+    assert p_value(z[:, 2], z_prior[:, 2]) < 1e-6 and p_value(z[:, 2], mu[:, 2]) < 1e-6

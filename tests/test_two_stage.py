@@ -552,6 +552,126 @@ def test_theorem1_construction_converges_to_the_density_in_1d():
     assert float(errors[-1].mean()) < 0.03 and float(errors[-1].max()) < 0.3
 
 
+# -- Theorems 2 and 4: the manifold construction (r < d) ------------------------------------
+
+
+def curve_in_r3(u):
+    """A 1-D manifold in R^3: ``u (..., 1) -> (u, sin(πu)/2, 0.3 u²)``."""
+    return torch.cat([u, 0.5 * torch.sin(math.pi * u), 0.3 * u**2], -1)
+
+
+def surface_in_r3(v):
+    """A 2-D manifold in R^3: ``v (..., 2) -> (v_1, v_2, cos(π v_1) v_2 / 2)``."""
+    return torch.cat([v, 0.5 * torch.cos(math.pi * v[..., :1]) * v[..., 1:]], -1)
+
+
+# (chart φ⁻¹, d, r): the data are φ⁻¹(u) with u ~ BentBimodal(r), and u = x[:, :r] inverts φ⁻¹
+MANIFOLDS = [(bent_line, 2, 1), (curve_in_r3, 3, 1), (surface_in_r3, 3, 2)]
+
+
+def manifold_construction(chart, r, n, gen):
+    """Theorem 2's construction (eqs. 41, 53): data ``x``, decoder ``φ⁻¹∘F⁻¹∘Φ``, the encoder
+    mean ``μ_z = Φ⁻¹(F(u))`` and the decoder Jacobian ``J`` at ``μ_z`` (chain rule)."""
+    density = BentBimodal(r)
+    x = chart(density.sample(n, gen))
+    mu = density.to_normal(x[:, :r])  # f⁻¹(x): the chart coordinates are the first r of x
+    J = decoder_jacobian(chart, x[:, :r]) @ theorem1_jacobian(density, mu)  # (n, d, r)
+
+    def decoder(z):
+        return chart(theorem1_decoder(density, z))
+
+    return x, decoder, mu, J
+
+
+@pytest.mark.parametrize(("chart", "d", "r"), MANIFOLDS)
+def test_theorem2_cost_falls_without_bound_like_half_d_minus_r_log_gamma(chart, d, r):
+    """Dai & Wipf, Theorem 2 (eq. 5): with the manifold construction (encoder covariance
+    γ (JᵀJ)⁻¹, eq. 53) the negative ELBO, an upper bound of E[-log p_θ(x)], falls like
+    (d - r)/2 log γ, without bound. With the same ε at every γ the data term is
+    |ε|²/2 + O(√γ) per draw, so over γ ≤ 1e-4 the fitted slope is (d - r)/2 up to O(1e-3)."""
+    x, decoder, mu, J = manifold_construction(chart, r, 50, seeded_gen(0))
+    gammas = np.logspace(-4, -8, 5)
+    costs = np.array(
+        [
+            negative_elbo(
+                x,
+                decoder,
+                g,
+                mu,
+                construction_covariance(J, g),
+                n_samples=32,
+                generator=seeded_gen(1),
+            )
+            .mean()
+            .item()
+            for g in gammas
+        ]
+    )
+    slope = np.polyfit(np.log(gammas), costs, 1)[0]
+    assert abs(slope - (d - r) / 2) < 5e-3, slope
+    assert np.all(np.diff(costs) < 0)
+    # each decade of γ lowers the cost by (d - r)/2 log 10 (up to the O(√γ) <= 1e-2 remainder)
+    np.testing.assert_allclose(np.diff(costs), -(d - r) / 2 * math.log(10), rtol=2e-2)
+
+
+def test_theorem2_mass_of_a_window_converges_to_the_data_measure():
+    """Dai & Wipf, Theorem 2 (eq. 6): the mass p_θ gives to a set A whose boundary carries no
+    data mass tends to the data's as γ → 0, for the construction on the bent line; a decoder
+    that maps N(0, 1) onto the curve with the wrong measure (u = z) does not. Masses by
+    sampling x = f(z) + √γ ε (2e5 draws, standard error ≤ 0.5/√2e5 = 1.1e-3; tolerance 5 SE),
+    the data's by scipy."""
+    gen = seeded_gen(0)
+    density = BentBimodal(1)
+    n = 200_000
+    z = torch.randn(n, 1, generator=gen, dtype=F64)
+    noise = torch.randn(n, 2, generator=gen, dtype=F64)
+    on_curve = {"construction": bent_line(theorem1_decoder(density, z)), "u = z": bent_line(z)}
+    # A1 = {0.5 < x_1 < 1.5}; A2 = {x_2 > 1/4} = {sin(πu) > 1/2} = ∪_k (2k + 1/6, 2k + 5/6) in u
+    true = {
+        "A1": mixture_cdf(1.5) - mixture_cdf(0.5),
+        "A2": sum(mixture_cdf(2 * k + 5 / 6) - mixture_cdf(2 * k + 1 / 6) for k in range(-4, 5)),
+    }
+
+    def masses(x):
+        in_a1 = (x[:, 0] > 0.5) & (x[:, 0] < 1.5)
+        return {"A1": in_a1.double().mean().item(), "A2": (x[:, 1] > 0.25).double().mean().item()}
+
+    tolerance = 5 * 0.5 / math.sqrt(n)
+    errors = {}
+    for gamma in (1e-1, 1e-3, 1e-5):
+        mass = masses(on_curve["construction"] + math.sqrt(gamma) * noise)
+        errors[gamma] = {a: abs(mass[a] - true[a]) for a in true}
+    assert all(e < tolerance for e in errors[1e-5].values()), errors
+    assert errors[1e-1]["A1"] > 10 * tolerance  # at large γ the blur moves mass: convergence
+    wrong = masses(on_curve["u = z"] + math.sqrt(1e-5) * noise)
+    assert abs(wrong["A1"] - true["A1"]) > 0.1  # eq. 6 fails for the wrong measure
+
+
+@pytest.mark.parametrize(("chart", "d", "r"), MANIFOLDS)
+def test_theorem4_reconstruction_error_vanishes_in_proportion_to_gamma(chart, d, r):
+    """Dai & Wipf, Theorem 4 (eq. 7): f(μ_z + S_z ε) → x for every ε as γ → 0. For the
+    construction Σ_z = S_z S_zᵀ = γ (JᵀJ)⁻¹, so S_zᵀ JᵀJ S_z = γ I and, to first order,
+    |f(μ_z + S_z ε) - x|² = γ |ε|² (mean r γ); the Taylor remainder is a relative O(√γ)."""
+    gen = seeded_gen(0)
+    x, decoder, mu, J = manifold_construction(chart, r, 50, gen)
+    eps = torch.randn(32, *mu.shape, generator=gen, dtype=F64)  # the same ε at every γ
+    eps_norm2 = (eps**2).sum(-1)
+    deviation = {}
+    for gamma in (1e-4, 1e-6, 1e-8):
+        S = torch.linalg.cholesky(construction_covariance(J, gamma))
+        error = ((decoder(mu + (S @ eps.unsqueeze(-1)).squeeze(-1)) - x) ** 2).sum(-1)
+        deviation[gamma] = (error / (gamma * eps_norm2) - 1).abs().max().item()
+        # E_ε |f(μ + S ε) - x|² / γ → E|ε|² = r: 5 standard errors of a mean of |ε|² ~ χ²_r
+        # (variance 2r), plus the remainder, at most deviation · mean |ε|²
+        se = math.sqrt(2 * r / eps_norm2.numel())
+        slack = 5 * se + deviation[gamma] * eps_norm2.mean().item()
+        assert abs(error.mean().item() / gamma - r) < slack
+    # the relative error of |f(μ + Sε) - x|² ≈ γ|ε|² shrinks like √γ: ×10 per factor 100 in γ
+    assert deviation[1e-8] < 1e-2
+    for big, small in ((1e-4, 1e-6), (1e-6, 1e-8)):
+        assert 0.05 < deviation[small] / deviation[big] < 0.2, deviation
+
+
 def _estimator_bad_calls():
     x, mu, cov = torch.zeros(3, 2), torch.zeros(3, 1), torch.ones(3, 1, 1)
 

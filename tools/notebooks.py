@@ -230,7 +230,7 @@ def _block(name: str, arg: str, options: dict, body: str) -> str:
         body = f"{body} ∎"
     else:
         title = BLOCK_NAMES.get(name, name)
-        head = f"**{title} ({arg}).**" if arg and title else f"**{title or arg}.**"
+        head = f"**{title}.** *{arg}.*" if arg and title else f"**{title or arg}.**"
     quoted = "\n".join(f"> {line}".rstrip() for line in f"{head}\n\n{body}".split("\n"))
     return quoted
 

@@ -29,6 +29,7 @@ Shapes: ``d`` is the latent dimension, ``n``/``B`` the number of examples in a (
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ __all__ = [
     "pca_variances",
     "random_rotation",
     "rescale_encoder",
+    "rescale_networks",
     "rotate_encoder",
     "spike_and_slab",
     "student_t",
@@ -566,6 +568,37 @@ def rescale_encoder(mu, logvar, beta) -> tuple[torch.Tensor, torch.Tensor]:
     beta = check_positive(beta, "beta")
     mu, logvar = _pair_like(mu, "mu", logvar, "logvar")
     return math.sqrt(beta) * mu, logvar + math.log(beta)
+
+
+def rescale_networks(encoder, decoder, beta):
+    """The map ``T_β`` of Corollaries 1-2 on networks: rescaled copies ``(encoder', decoder')``.
+
+    ``encoder`` is a :class:`~vaebook.nets.GaussianEncoder` (linear heads ``mu`` and
+    ``logvar``); ``decoder`` a module whose first layer (first ``nn.Linear`` in
+    ``decoder.modules()``) acts on ``z``. The copies compute exactly :func:`rescale_encoder`'s
+    ``(√β mu, logvar + log β)`` and ``z ↦ g(z / √β)``: the mean head's weight and bias are
+    multiplied by ``√β``, ``log β`` is added to the log-variance bias, and the decoder's first
+    weight is divided by ``√β``. ``T_β`` is affine in the parameters with a constant diagonal
+    Jacobian, which is what makes Corollary 2 (stationary points correspond) follow from
+    Corollary 1. The inputs are not modified.
+    """
+    beta = check_positive(beta, "beta")
+    if not (
+        isinstance(getattr(encoder, "mu", None), nn.Linear)
+        and isinstance(getattr(encoder, "logvar", None), nn.Linear)
+    ):
+        raise TypeError("encoder must have linear heads `mu` and `logvar` (a GaussianEncoder)")
+    first = next((m for m in decoder.modules() if isinstance(m, nn.Linear)), None)
+    if first is None:
+        raise TypeError("decoder must contain an nn.Linear acting on z")
+    encoder, decoder = copy.deepcopy(encoder), copy.deepcopy(decoder)
+    root = math.sqrt(beta)
+    with torch.no_grad():
+        encoder.mu.weight.mul_(root)
+        encoder.mu.bias.mul_(root)
+        encoder.logvar.bias.add_(math.log(beta))
+        next(m for m in decoder.modules() if isinstance(m, nn.Linear)).weight.div_(root)
+    return encoder, decoder
 
 
 def entropy_regularised_elbo(elbo, logvar, beta) -> torch.Tensor:
