@@ -370,31 +370,49 @@ def test_readme_links_the_published_book_and_its_workflow_badge():
 
 # --- the claims register in the intro ---------------------------------------------------------
 
-REGISTER_ROW = re.compile(r"^\| (?P<paper>[^|]+) \| (?P<claim>[^|]+) \| (?P<rest>.+) \|$")
+REGISTER_ROW = re.compile(
+    r"^\| (?P<claim>[^|]+) \| (?P<stated>[^|]+) \| (?P<checked>[^|]+) \| [^|]+ \|$"
+)
+TESTS_LINE = re.compile(r"^- (?P<key>[^:]+): (?P<tests>.+)$")
 STATED = re.compile(r"^```\{prf:(theorem|proposition|corollary)\}[^\n]*\n:label: ([\w-]+)", re.M)
 
 
-def register_rows() -> list[dict]:
+def register_papers() -> dict[str, tuple[str, list[dict], dict[str, list[str]]]]:
+    """``paper -> (test module, table rows, claim key -> test names)`` of the intro's register."""
     text = (ROOT / "book" / "intro.md").read_text(encoding="utf-8")
-    section = text.split("(claims-register)=", 1)[1]
-    rows = [REGISTER_ROW.match(line) for line in section.splitlines()]
-    return [m.groupdict() for m in rows if m and m["paper"] not in ("paper", "---")]
+    section = text.split("(claims-register)=\n## Claims register", 1)[1].split("\n## ", 1)[0]
+    papers = {}
+    for block in section.split("\n### ")[1:]:
+        paper = block.splitlines()[0]
+        module = re.search(r"Unit tests in `tests/(test_\w+\.py)`", block)[1]
+        rows = [m.groupdict() for m in map(REGISTER_ROW.match, block.splitlines()) if m]
+        rows = [row for row in rows if row["claim"] not in ("claim", "---")]
+        tests = {
+            m["key"]: re.findall(r"`(test_\w+)`", m["tests"])
+            for m in map(TESTS_LINE.match, block.splitlines())
+            if m
+        }
+        papers[paper] = (module, rows, tests)
+    return papers
 
 
-def test_claims_register_names_tests_that_exist():
-    rows = register_rows()
-    assert len(rows) >= 23  # the five papers' numbered results
-    for row in rows:
-        tests = re.findall(r"`(test_\w+\.py)::(test_\w+)`", row["rest"])
-        assert tests, f"no unit test for {row['paper']} {row['claim']}"
-        for module, name in tests:
-            source = (ROOT / "tests" / module).read_text(encoding="utf-8")
-            assert re.search(rf"^def {name}\(", source, re.M), f"{module}::{name} does not exist"
-        assert "{ref}`" in row["rest"], f"no link to the cells for {row['paper']} {row['claim']}"
+def test_claims_register_names_tests_that_exist_for_every_claim():
+    papers = register_papers()
+    assert len(papers) == 5
+    assert sum(len(rows) for _, rows, _ in papers.values()) >= 23  # the papers' numbered results
+    for paper, (module, rows, tests) in papers.items():
+        source = (ROOT / "tests" / module).read_text(encoding="utf-8")
+        for row in rows:
+            key = row["claim"].split(":")[0]
+            assert tests.get(key), f"{paper} {key}: no unit test listed"
+            for name in tests[key]:
+                assert re.search(rf"^def {name}\(", source, re.M), f"{module}::{name} is missing"
+            assert "{ref}`" in row["checked"], f"{paper} {key}: no link to the checking cells"
+            assert "ref}`" in row["stated"], f"{paper} {key}: no link to the statement"
 
 
 def test_claims_register_covers_every_stated_result():
-    register = "\n".join(row["rest"] for row in register_rows())
+    register = "\n".join(row["stated"] for _, rows, _ in register_papers().values() for row in rows)
     for chapter in CHAPTERS:
         for _, label in STATED.findall(chapter.read_text(encoding="utf-8")):
             if chapter.stem != "primer":  # the primer states textbook facts, not a paper's claims

@@ -21,28 +21,28 @@ from docutils import nodes
 NOTEBOOK_DIR = "notebooks"
 
 
-def colab_url(config, name: str) -> str:
-    """The Colab address of ``notebooks/<name>.ipynb`` in the book's repository."""
+def github_repository(config) -> tuple[str, str, dict]:
+    """``(owner/name, branch, launch_buttons)`` of the book's GitHub repository."""
     theme = config.html_theme_options
     repo = theme.get("repository_url", "").rstrip("/")
     if not repo.startswith("https://github.com/"):
-        raise ValueError(f"repository url must be a GitHub URL for Colab, got {repo!r}")
+        raise ValueError(f"repository url must be a GitHub URL for Colab and Binder, got {repo!r}")
     branch = theme.get("repository_branch", "main")
-    colab = theme.get("launch_buttons", {}).get("colab_url", "https://colab.research.google.com")
-    slug = repo.removeprefix("https://github.com/")
-    return f"{colab.rstrip('/')}/github/{slug}/blob/{branch}/{NOTEBOOK_DIR}/{name}.ipynb"
+    return repo.removeprefix("https://github.com/"), branch, theme.get("launch_buttons", {})
+
+
+def colab_url(config, name: str) -> str:
+    """The Colab address of ``notebooks/<name>.ipynb`` in the book's repository."""
+    slug, branch, buttons = github_repository(config)
+    colab = buttons.get("colab_url", "https://colab.research.google.com").rstrip("/")
+    return f"{colab}/github/{slug}/blob/{branch}/{NOTEBOOK_DIR}/{name}.ipynb"
 
 
 def binder_url(config, name: str) -> str:
     """The Binder address that opens ``book/<name>.md`` in JupyterLab."""
-    theme = config.html_theme_options
-    repo = theme.get("repository_url", "").rstrip("/")
-    if not repo.startswith("https://github.com/"):
-        raise ValueError(f"repository url must be a GitHub URL for Binder, got {repo!r}")
-    branch = theme.get("repository_branch", "main")
-    binder = theme.get("launch_buttons", {}).get("binderhub_url", "https://mybinder.org")
-    slug = repo.removeprefix("https://github.com/")
-    return f"{binder.rstrip('/')}/v2/gh/{slug}/{branch}?urlpath=lab/tree/book/{name}.md"
+    slug, branch, buttons = github_repository(config)
+    binder = buttons.get("binderhub_url", "https://mybinder.org").rstrip("/")
+    return f"{binder}/v2/gh/{slug}/{branch}?urlpath=lab/tree/book/{name}.md"
 
 
 def colab_role(name, rawtext, text, lineno, inliner, options=None, content=None):
