@@ -24,7 +24,6 @@ import argparse
 import base64
 import functools
 import re
-import shutil
 import sys
 import threading
 from collections.abc import Iterator
@@ -280,6 +279,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if shutil.which("chromium") is None:
-        print("chromium is not installed", file=sys.stderr)
     sys.exit(main())
