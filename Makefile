@@ -11,7 +11,7 @@ NBMAKE_TIMEOUT ?= 600
 
 help:
 	@echo "make book       build the executed HTML book into _build/html"
-	@echo "make test       lint + unit tests + execute every chapter (nbmake)"
+	@echo "make test       lint, unit tests, clean book build checked in Chromium, Colab run, nbmake"
 	@echo "make unit       unit tests only (fast; skips the book build and the Colab run)"
 	@echo "make bench      time every chapter and the kernels; writes benchmarks/results.md"
 	@echo "make notebooks  regenerate the Colab notebooks in notebooks/ from book/*.md"
@@ -47,8 +47,9 @@ notebooks: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not book" tests
 
-# Everything: the unit tests; the book built with `make book` and every page checked in
-# Chromium; one Colab notebook run in a fresh virtualenv; nbmake executes every Colab notebook.
+# Everything: the unit tests; the book built from clean with `make clean book` and every page
+# checked in Chromium; one Colab notebook run in a fresh virtualenv; the fastest chapters run
+# twice; nbmake executes every Colab notebook.
 test: lint browser $(STAMP)
 	$(BIN)/python -m pytest --nbmake --nbmake-timeout=$(NBMAKE_TIMEOUT) tests notebooks
 
