@@ -18,6 +18,7 @@ def chapter_rows(text: str) -> dict[str, tuple[float, float]]:
     return {name: (float(s), float(gb)) for name, s, gb in rows}
 
 
+@pytest.mark.results
 def test_results_cover_every_notebook_page_within_budget():
     rows = chapter_rows(RESULTS.read_text(encoding="utf-8"))
     assert sorted(rows) == sorted(bench.notebook_pages()), "run `make bench`"
@@ -26,6 +27,7 @@ def test_results_cover_every_notebook_page_within_budget():
         assert gb * 1e9 <= bench.CHAPTER_BYTES, f"{name} peaks at {gb} GB"
 
 
+@pytest.mark.results
 def test_results_report_make_test_from_a_fresh_clone_within_budget():
     text = RESULTS.read_text(encoding="utf-8")
     minutes = float(re.search(r"^\| make test \| ([\d.]+) \|", text, flags=re.MULTILINE)[1])
