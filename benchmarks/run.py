@@ -100,7 +100,9 @@ def fresh_clone_times(root: Path = ROOT) -> tuple[str, float, float]:
         # The tests marked `results` check the file this run is writing: they are left out
         # here (they take milliseconds) and run in every other `make test`.
         env = {**os.environ, "PYTEST_ADDOPTS": "-m 'not results'"}
-        return commit, timed(["make", "test"], clone, env), timed(["make", "book"], clone)
+        test_seconds = timed(["make", "test"], clone, env)
+        timed(["make", "clean"], clone)  # make test leaves a built book: build it from scratch
+        return commit, test_seconds, timed(["make", "book"], clone)
 
 
 def micro_benchmarks(root: Path = ROOT) -> list[str]:
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             "| command | wall minutes | budget |",
             "|---|---|---|",
             f"| make test | {test_s / 60:.1f} | {verdict(test_s <= MAKE_TEST_SECONDS)} (30 min) |",
-            f"| make book | {book_s / 60:.1f} | - |",
+            f"| make book | {book_s / 60:.1f} | - (after `make clean`; `.venv` already made) |",
             "",
         ]
         over += [("make test", test_s)] if test_s > MAKE_TEST_SECONDS else []

@@ -32,7 +32,7 @@ def test_results_report_make_test_from_a_fresh_clone_within_budget():
     text = RESULTS.read_text(encoding="utf-8")
     minutes = float(re.search(r"^\| make test \| ([\d.]+) \|", text, flags=re.MULTILINE)[1])
     assert 0 < minutes * 60 <= bench.MAKE_TEST_SECONDS
-    assert re.search(r"^\| make book \| [\d.]+ \|", text, flags=re.MULTILINE)
+    assert re.search(r"^\| make book \| ([\d.]+|not measured) \|", text, flags=re.MULTILINE)
     for script in bench.MICRO:
         assert f"benchmarks/{script}" in text
 
