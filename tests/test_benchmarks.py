@@ -13,8 +13,9 @@ RESULTS = ROOT / "benchmarks" / "results.md"
 
 
 def chapter_rows(text: str) -> dict[str, tuple[float, float]]:
-    """``chapter -> (seconds, GB)`` from the chapter table of results.md."""
-    rows = re.findall(r"^\| (\w+) \| (\d+) \| ([\d.]+) \| ", text, flags=re.MULTILINE)
+    """``chapter -> (seconds, GB)`` from the chapter table of results.md (its first table)."""
+    table = text.split("| chapter |", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| (\w+) \| (\d+) \| ([\d.]+) \| ", table, flags=re.MULTILINE)
     return {name: (float(s), float(gb)) for name, s, gb in rows}
 
 
