@@ -13,7 +13,8 @@ Modules (one idea each):
   and Bonheme & Grzes' polarised regime; ``high_capacity``: tilings, fixed points and phase
   transitions of high-capacity β-VAEs;
 - ``data`` and ``sprites``: the datasets, all offline; ``metrics``: disentanglement scores;
-- ``plotting``: recurring figures;
+- ``plotting``: recurring figures; ``verdicts``: reproduced / not reproduced / contradicted /
+  inconclusive, computed from a measured effect and its confidence interval;
 - ``notebook``: glue between the chapters and the book; ``checks``: input validation.
 """
 

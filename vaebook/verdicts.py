@@ -6,17 +6,15 @@ and hands the measurement to one of the functions below together with the claim 
 effect there, chosen before looking at the result). The decision compares the confidence
 interval ``[lo, hi]`` of the effect with the claim:
 
-=================  ==========================================  =============================
-claim              reproduced                                  not reproduced / contradicted
-=================  ==========================================  =============================
-``"greater"``      ``lo > target + delta`` (the whole CI says  ``hi < target + delta``: an
-                   the effect exceeds the claim's threshold)   effect that matters is ruled
-                                                               out (contradicted when also
-                                                               ``hi < target - delta``)
-``"less"``         mirror image of ``"greater"``
-``"equal"``        the CI lies inside                          the CI lies outside
-                   ``[target - delta, target + delta]``        ``[target - delta, target + delta]``
-=================  ==========================================  =============================
+- claim ``"greater"`` (the effect exceeds ``target``): *reproduced* when
+  ``lo > target + delta`` (the whole interval says an effect that matters is there);
+  *contradicted* when ``hi < target - delta`` (an effect that matters, the other way);
+  *not reproduced* when ``hi < target + delta`` otherwise (every effect that matters is ruled
+  out);
+- claim ``"less"``: the mirror image;
+- claim ``"equal"`` (the effect equals ``target``, e.g. a slope the paper predicts):
+  *reproduced* when the interval lies inside ``[target - delta, target + delta]``, *not
+  reproduced* when it lies outside.
 
 Everything else is *inconclusive*: the interval is too wide to decide. With ``delta = 0`` a
 directional claim can be reproduced or contradicted but never "not reproduced", because no
@@ -26,9 +24,9 @@ Exact computations (an identity checked to round-off, a quadrature against a clo
 through :func:`exact`: the error against a stated tolerance.
 
 The statistics come from scipy: the paired and one-sample t interval
-(:func:`scipy.stats.ttest_1samp`), Welch's interval (:func:`scipy.stats.ttest_ind`), the
-Wilcoxon signed-rank test (:func:`scipy.stats.wilcoxon`) with a bootstrap interval of the
-median (:func:`scipy.stats.bootstrap`), and the normal interval of an estimate with a
+(``scipy.stats.ttest_1samp``), Welch's interval (``scipy.stats.ttest_ind``), the
+Wilcoxon signed-rank test (``scipy.stats.wilcoxon``) with a bootstrap interval of the
+median (``scipy.stats.bootstrap``), and the normal interval of an estimate with a
 standard error.
 """
 
@@ -59,22 +57,20 @@ _CLAIMS = ("greater", "less", "equal")
 
 @dataclass(frozen=True)
 class Verdict:
-    """A computed verdict and the measurement behind it.
+    """A computed verdict and the measurement behind it. Its fields:
 
-    Attributes
-    ----------
-    label : one of :data:`LABELS`.
-    claim : ``"greater"``, ``"less"`` or ``"equal"`` (what the paper says of the effect
-        relative to ``target``), or ``"exact"``.
-    effect : the measured effect (a mean difference, an estimate, or an exact value).
-    ci : ``(lo, hi)``, the confidence interval of the effect (``(effect, effect)`` for an
-        exact check).
-    n : the number of paired seeds, samples or (for an exact check) 1.
-    test : how the interval was obtained ("paired t", "Wilcoxon", "exact", ...).
-    target : the value the claim compares the effect with.
-    delta : the smallest effect that matters (for an exact check: the tolerance).
-    confidence : the level of the interval.
-    p_value : the p-value of the test of ``effect = target`` (``nan`` for an exact check).
+    - label : one of ``LABELS``.
+    - claim : ``"greater"``, ``"less"`` or ``"equal"`` (what the paper says of the effect
+      relative to ``target``), or ``"exact"``.
+    - effect : the measured effect (a mean difference, an estimate, or an exact value).
+    - ci : ``(lo, hi)``, the confidence interval of the effect (``(effect, effect)`` for an
+      exact check).
+    - n : the number of paired seeds, samples or (for an exact check) 1.
+    - test : how the interval was obtained ("paired t", "Wilcoxon", "exact", ...).
+    - target : the value the claim compares the effect with.
+    - delta : the smallest effect that matters (for an exact check: the tolerance).
+    - confidence : the level of the interval.
+    - p_value : the p-value of the test of ``effect = target`` (``nan`` for an exact check).
     """
 
     label: str
