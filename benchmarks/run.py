@@ -28,24 +28,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))  # the book's tooling: one reading of _toc.yml
+import bookpages  # noqa: E402
+from bookpages import notebook_pages  # noqa: E402
+
 CHAPTER_SECONDS = 180
 CHAPTER_BYTES = 1.5e9
 MAKE_TEST_SECONDS = 30 * 60
 MICRO = ["ensemble_vs_loop.py", "fixed_points.py", "sprites.py"]
-
-
-def notebook_pages(root: Path = ROOT) -> list[str]:
-    """The stems of the ``_toc.yml`` pages that are notebooks, in reading order."""
-    import yaml
-
-    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
-    files = [toc["root"]] + [e["file"] for part in toc["parts"] for e in part["chapters"]]
-    pages = []
-    for file in files:
-        path = root / f"{file}.md"
-        if path.read_text(encoding="utf-8").startswith("---\njupytext:"):
-            pages.append(path.stem)
-    return pages
 
 
 def peak_rss_bytes(pid: int, proc: Path = Path("/proc")) -> int:
@@ -59,20 +49,8 @@ def peak_rss_bytes(pid: int, proc: Path = Path("/proc")) -> int:
 
 def execute_chapter(name: str, root: Path = ROOT) -> tuple[float, int]:
     """Execute ``book/<name>.md`` in a fresh kernel: (wall seconds, kernel peak RSS bytes)."""
-    import jupytext
-    import nbclient
-
-    nb = jupytext.read(root / "book" / f"{name}.md")
-    client = nbclient.NotebookClient(
-        nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(root / "book")}}
-    )
-    start = time.perf_counter()
-    with client.setup_kernel():
-        pid = client.km.provisioner.process.pid
-        for index, cell in enumerate(nb.cells):
-            client.execute_cell(cell, index)
-        peak = peak_rss_bytes(pid)
-    return time.perf_counter() - start, peak
+    _, seconds, peak = bookpages.execute_page(name, root, on_kernel=peak_rss_bytes)
+    return seconds, peak
 
 
 def timed(command: list[str], cwd: Path, env: dict | None = None) -> float:

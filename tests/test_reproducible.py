@@ -9,10 +9,11 @@ thread count, ``torch.use_deterministic_algorithms(True)`` in their first cell),
 
 from __future__ import annotations
 
+import bookpages
 import jupytext
 import nbclient
 import pytest
-from test_book import CHAPTERS, ROOT
+from test_book import CHAPTERS
 
 # The fastest chapters that glue many results: about 25 s and 55 s. (The datasets appendix is
 # faster but glues a single number that is not a timing.)
@@ -33,11 +34,7 @@ def glued_values(nb) -> dict[str, str]:
 
 
 def execute(name: str) -> dict[str, str]:
-    nb = jupytext.read(ROOT / "book" / f"{name}.md")
-    client = nbclient.NotebookClient(
-        nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(ROOT / "book")}}
-    )
-    client.execute()
+    nb, _, _ = bookpages.execute_page(name)
     return glued_values(nb)
 
 

@@ -32,6 +32,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import bookpages  # tools/bookpages.py: this folder is on the path as a script and in the tests
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -243,14 +245,10 @@ def toc_pages(root: Path = ROOT) -> list[tuple[str, bool]]:
     A chapter is a page of the "Foundations" and "The papers" parts: those teach with
     theorems, proofs and exercises.
     """
-    import yaml
-
-    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
-    pages = [(f"{toc['root']}.html", False)]
-    for part in toc.get("parts", []):
-        chapter = part.get("caption") in ("Foundations", "The papers")
-        pages += [(f"{entry['file']}.html", chapter) for entry in part["chapters"]]
-    return pages
+    return [
+        (f"{file}.html", part in bookpages.TEACHING_PARTS)
+        for file, part in bookpages.toc_entries(root)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
