@@ -215,3 +215,31 @@ def test_bad_input_names_the_argument(call, match):
 def test_wrong_types_name_the_argument(call, match):
     with pytest.raises(TypeError, match=match):
         call()
+
+
+# --- claims with several parts ------------------------------------------------------------------
+
+
+def test_joint_needs_every_part_and_reports_the_worst():
+    yes = verdicts.exact(1.0, 1.0, tolerance=1e-9)
+    no = verdicts.exact(2.0, 1.0, tolerance=1e-9)
+    wide = verdicts.estimate(0.0, 1.0, claim="greater", delta=0.1)
+    against = verdicts.estimate(-5.0, 0.1, claim="greater", delta=0.1)
+    assert verdicts.joint({"a": yes, "b": yes}).label == "reproduced"
+    assert verdicts.joint({"a": yes, "b": wide}).label == "inconclusive"
+    assert verdicts.joint({"a": wide, "b": no}).label == "not reproduced"
+    assert verdicts.joint({"a": no, "b": against, "c": yes}).label == "contradicted"
+    j = verdicts.joint({"slope r = 4": yes, "slope r = 2": no})
+    assert j.summary().startswith("not reproduced (slope r = 4: reproduced: error")
+    assert "; slope r = 2: not reproduced: error 1.0e+00" in str(j)
+    nested = verdicts.joint({"first": j, "second": yes})
+    assert nested.label == "not reproduced"
+
+
+def test_joint_rejects_what_is_not_a_verdict():
+    with pytest.raises(ValueError, match="parts"):
+        verdicts.joint({})
+    with pytest.raises(ValueError, match="parts"):
+        verdicts.joint([verdicts.exact(1.0, 1.0, tolerance=1)])
+    with pytest.raises(TypeError, match="parts\\['a'\\]"):
+        verdicts.joint({"a": "reproduced"})

@@ -20,6 +20,10 @@ Everything else is *inconclusive*: the interval is too wide to decide. With ``de
 directional claim can be reproduced or contradicted but never "not reproduced", because no
 finite sample shows that an effect is exactly zero.
 
+A claim with several parts (a theorem's three statements, an effect on three factors) gets
+:func:`joint`: it is reproduced only when every part is, contradicted when any part is, and
+otherwise takes the weakest part's label (not reproduced, then inconclusive).
+
 Exact computations (an identity checked to round-off, a quadrature against a closed form) go
 through :func:`exact`: the error against a stated tolerance.
 
@@ -42,10 +46,12 @@ from .checks import check_choice, check_number, check_positive, check_positive_i
 
 __all__ = [
     "LABELS",
+    "JointVerdict",
     "Verdict",
     "decide",
     "estimate",
     "exact",
+    "joint",
     "paired",
     "sample",
     "unpaired",
@@ -113,6 +119,50 @@ class Verdict:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+@dataclass(frozen=True)
+class JointVerdict:
+    """The verdict on a claim with several parts, and the part verdicts it comes from.
+
+    - label : one of ``LABELS`` (see :func:`joint`).
+    - parts : ``{name: Verdict}`` in the order the claim lists them.
+    """
+
+    label: str
+    parts: dict
+
+    def summary(self, digits: int = 3) -> str:
+        """One line: the joint label, then each part's name and summary."""
+        lines = "; ".join(f"{name}: {v.summary(digits)}" for name, v in self.parts.items())
+        return f"{self.label} ({lines})"
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def joint(parts) -> JointVerdict:
+    """Combine the verdicts on the parts of one claim.
+
+    Parameters
+    ----------
+    parts : mapping ``name -> Verdict`` (at least one).
+
+    The claim is *reproduced* when every part is, *contradicted* when any part is, else *not
+    reproduced* when any part is, else *inconclusive*.
+    """
+    if not hasattr(parts, "items") or not parts:
+        raise ValueError(f"parts must be a non-empty mapping of names to verdicts, got {parts!r}")
+    for name, verdict in parts.items():
+        if not isinstance(verdict, (Verdict, JointVerdict)):
+            raise TypeError(f"parts[{name!r}] must be a Verdict, got {type(verdict).__name__}")
+    labels = {verdict.label for verdict in parts.values()}
+    for label in ("contradicted", "not reproduced", "inconclusive"):
+        if label in labels:
+            break
+    else:
+        label = "reproduced"
+    return JointVerdict(label, dict(parts))
 
 
 def decide(lo: float, hi: float, claim: str, target: float = 0.0, delta: float = 0.0) -> str:
