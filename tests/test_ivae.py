@@ -1238,38 +1238,56 @@ def test_laplace_variances_reject_bad_input(model, mu, prior_var, error, match):
 # -- Propositions 2-3 and Theorem 2: the polarised regime over a dataset ---------------------
 
 
+def _numerical_diagonal_minimiser(J, prior_var, gamma):
+    """argmin of eq. 10 over diagonal ``Σ = diag(exp(s))``, one per input: Newton steps in
+    ``s`` with autograd's gradient and the diagonal of its Hessian, evaluating only the cost
+    ``local_cost`` (not the closed form ``1/A_jj``). Starts at the prior; the final gradient
+    check certifies the minimiser (the cost is strictly convex in ``s``)."""
+    prior_cov = torch.diag_embed(prior_var)
+    s = prior_var.log().clone()
+    for _ in range(60):
+        s = s.detach().requires_grad_(True)
+        cost = local_cost(torch.diag_embed(s.exp()), J, prior_cov, gamma).sum()
+        (grad,) = torch.autograd.grad(cost, s, create_graph=True)
+        (curvature,) = torch.autograd.grad(grad.sum(), s)  # the cost separates over s
+        s = s - (grad / curvature).clamp(-2.0, 2.0)
+    s = s.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(
+        local_cost(torch.diag_embed(s.exp()), J, prior_cov, gamma).sum(), s
+    )
+    # the gradient in s_j is (σ_j A_jj - 1)/2: below 1e-12 it pins σ_j to 2e-12 relative
+    assert grad.abs().max().item() < 1e-12, grad.abs().max().item()
+    return s.detach().exp()
+
+
 def test_proposition3_passive_variances_are_the_prior_and_active_ones_are_order_gamma(gen):
-    """Bonheme & Grzes, Proposition 3: with per-input Jacobians whose columns in P are zero
-    (the decoder ignores those latents for every input) and per-input prior variances σ†(u),
-    the optimal variances on P are σ†(u) for every input, so their mean and variance over the
-    inputs are the prior's (i); on the other columns σ_j ≤ γ/|J_j|², O(γ) (ii)."""
-    n, d, kappa = 300, 6, 5
+    """Bonheme & Grzes, Proposition 3, against a numerical minimiser of eq. 10 (not the closed
+    form): with per-input Jacobians whose columns in P are zero (the decoder ignores those
+    latents for every input) and per-input prior variances σ†(u), the optimal variances on P
+    are σ†(u) for every input, so their mean and variance over the inputs are the prior's (i);
+    on the other columns σ_j = O(γ): σ_j/γ converges to a finite limit as γ → 0 (ii)."""
+    n, d, kappa = 200, 6, 5
     passive, active = [1, 4], [0, 2, 3]
     J = randn(gen, n, d, kappa)
     J[:, :, passive] = 0.0
     prior_var = positive(gen, n, kappa)  # σ†(u_i), one row per input
-    bound = 1 / (J[:, :, active] ** 2).sum(-2)  # 1/|J_j(x_i)|²: σ_j/γ ≤ bound, with → as γ → 0
-    ratios = []
-    for gamma in 10.0 ** -np.arange(1, 8):
+    scaled = []  # σ/γ on the active latents, per γ
+    for gamma in (1e-2, 1e-4, 1e-6):
+        reference = _numerical_diagonal_minimiser(J, prior_var, gamma)
         var = optimal_posterior_variances(J, prior_var, gamma)
-        # (i) σ_j = σ†_j(u) for every input, up to the two roundings of σ† γ / γ
-        torch.testing.assert_close(var[:, passive], prior_var[:, passive], rtol=4.5e-16, atol=0)
+        torch.testing.assert_close(var, reference, rtol=1e-8, atol=0)  # the kernel is eq. 10's
+        # (i) passive: the minimiser stays at σ†(u) per input, so mean and spread are the prior's
+        torch.testing.assert_close(reference[:, passive], prior_var[:, passive], rtol=1e-8, atol=0)
         np.testing.assert_allclose(
-            var[:, passive].mean(0), prior_var[:, passive].mean(0), rtol=1e-14
+            reference[:, passive].var(0), prior_var[:, passive].var(0), rtol=1e-7
         )
-        np.testing.assert_allclose(var[:, passive].var(0), prior_var[:, passive].var(0), rtol=1e-13)
-        # (ii) O(γ): σ/γ stays below 1/|J_j|² at every γ, and tends to it
-        ratio = var[:, active] / gamma
-        assert bool((ratio <= bound * (1 + 1e-14)).all())
-        assert float((1 - ratio / bound).max()) <= gamma * float(
-            (bound / prior_var[:, active]).max()
-        )
-        ratios.append(ratio.max().item())
-        assert var[:, active].mean().item() <= gamma * bound.mean().item() * (1 + 1e-14)
-        assert var[:, active].var(0).max().item() <= (gamma * bound.max().item()) ** 2
-    # the ratio to γ is bounded as γ shrinks by factors of 10 (it converges)
-    assert max(ratios) <= bound.max().item() * (1 + 1e-14)
-    assert abs(ratios[-1] / ratios[-2] - 1) <= 1e-6 * float((bound / prior_var[:, active]).max())
+        scaled.append(reference[:, active] / gamma)
+        # (ii) active: far below the prior at small γ
+        assert (reference[:, active] / prior_var[:, active]).max().item() < 300 * gamma
+    # O(γ): σ/γ settles to a limit (changes by < 1e-2 relative from γ = 1e-4 to 1e-6) ...
+    torch.testing.assert_close(scaled[2], scaled[1], rtol=1e-2, atol=0)
+    # ... which is not the trivial one: at γ = 1e-2 it still moves (the check can see a change)
+    assert ((scaled[0] - scaled[2]).abs() / scaled[2]).max().item() > 1e-3
 
 
 def _optimal_means(x, W, b, prior_mu, prior_var, gamma, start):
