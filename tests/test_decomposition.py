@@ -13,7 +13,9 @@ from torch.func import functional_call
 
 from vaebook.decomposition import (
     MMD_SCALES,
+    SpikeAndSlabPrior,
     StructuredVAE,
+    StudentTPrior,
     aggregate_entropy_reference,
     anisotropic_gaussian,
     annealed_log_normaliser,
@@ -37,6 +39,7 @@ from vaebook.decomposition import (
     rotate_encoder,
     spike_and_slab,
     student_t,
+    theorem1_monte_carlo,
     theorem1_terms,
 )
 from vaebook.ensemble import EnsembleVAE
@@ -247,18 +250,106 @@ def test_theorem1_holds_in_closed_form_for_gaussian_priors(gen, beta, variances)
     torch.testing.assert_close(terms.beta_objective, lhs.objective, rtol=1e-12, atol=1e-12)
 
 
+def annealed_reference(prior, beta):
+    """``(log p, log f_β, log F_β)`` per coordinate, reached without the kernel: scipy
+    densities, the closed-form annealed Student-t and Gaussian, and for the spike-and-slab a
+    brute-force trapezoid normaliser on a fine grid."""
+    if isinstance(prior, StudentTPrior):
+        nu = prior.nu
+        nu_prime = beta * (nu + 1) - 1  # f_β is Student-t (ν', scale √(ν/ν'))
+        log_p = stats.t(nu).logpdf
+        log_f = stats.t(nu_prime, scale=math.sqrt(nu / nu_prime)).logpdf
+        t = 0.7
+        return log_p, log_f, beta * log_p(t) - log_f(t)
+    if isinstance(prior, SpikeAndSlabPrior):
+        g, s0 = prior.gamma, prior.sigma0
+
+        def log_p(t):
+            return np.log(g * stats.norm(0, s0).pdf(t) + (1 - g) * stats.norm.pdf(t))
+
+        grid = np.linspace(-14, 14, 1_400_001)  # step 2e-5, 1/1000 of the spike's width
+        log_norm = math.log(np.trapezoid(np.exp(beta * log_p(grid)), grid))
+        return log_p, lambda t: beta * log_p(t) - log_norm, log_norm
+    sd = math.sqrt(prior.variances[0].item())  # isotropic Gaussian: f_β is N(0, σ²/β)
+    log_p = stats.norm(0, sd).logpdf
+    log_f = stats.norm(0, sd / math.sqrt(beta)).logpdf
+    return log_p, log_f, beta * log_p(0.0) - log_f(0.0)
+
+
 @pytest.mark.parametrize("beta", [0.5, 2.0])
 @pytest.mark.parametrize(
     "prior", [student_t(3, 3.0), spike_and_slab(3, 0.7), isotropic_gaussian(3)], ids=repr
 )
-def test_theorem1_holds_with_shared_samples(gen, beta, prior):
-    mu, logvar, log_lik = randn(gen, 5, 3), randn(gen, 5, 3), randn(gen, 5)
-    z = mu + torch.exp(0.5 * logvar) * randn(gen, 200, 5, 3)
+def test_theorem1_terms_with_samples_match_independent_monte_carlo(gen, beta, prior):
+    """Every term of ``theorem1_terms`` (given samples) against a Monte Carlo estimate from
+    independent samples with scipy's densities and an independently normalised f_β, and the
+    theorem itself: the kernel's right side against the reference's left side."""
+    n, d, s = 5, 3, 20_000
+    mu, logvar, log_lik = randn(gen, n, d), randn(gen, n, d) - 1, randn(gen, n)
+    sd = torch.exp(0.5 * logvar)
+    z = mu + sd * randn(gen, s, n, d)
     terms = theorem1_terms(mu, logvar, prior, beta, log_lik, z=z)
-    assert terms.gap.abs().max().item() < 1e-8
-    kl = kl_to_prior(mu, logvar, prior, z=z, method="mc")
-    torch.testing.assert_close(terms.beta_objective, log_lik - beta * kl, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(terms.entropy, entropy_diag_normal(logvar))
+    log_p, log_f, log_norm_1d = annealed_reference(prior, beta)
+    z_ref = (mu + sd * randn(gen, s, n, d)).numpy()  # independent of z
+    log_q = stats.norm(mu.numpy(), sd.numpy()).logpdf(z_ref).sum(-1)
+    kl_p = log_q - log_p(z_ref).sum(-1)  # (s, n) per-sample KL(q || p)
+    kl_f = log_q - log_f(z_ref).sum(-1)
+    lhs = log_lik.numpy() - beta * kl_p
+    annealed_elbo = log_lik.numpy() - kl_f
+    entropy = -log_q.mean(0)
+
+    def agree(kernel, samples):
+        # the kernel's estimate has the same spread as the reference's: sqrt(2) standard errors
+        se = math.sqrt(2) * samples.std(0) / math.sqrt(s)
+        err = np.abs(kernel.numpy() - samples.mean(0))
+        assert np.all(err < 5 * se), err / se
+
+    assert abs(terms.log_normaliser - d * log_norm_1d) < 1e-6, (terms.log_normaliser, log_norm_1d)
+    agree(terms.beta_objective, lhs)
+    agree(terms.annealed_elbo, annealed_elbo)
+    agree(terms.entropy, -log_q)
+    rhs = terms.annealed_elbo.numpy() + (beta - 1) * entropy + d * log_norm_1d
+    agree(torch.as_tensor(rhs), lhs)  # Theorem 1: right side (kernel) = left side (reference)
+
+
+@pytest.mark.parametrize("beta", [0.5, 3.0])
+def test_theorem1_monte_carlo_matches_closed_forms_for_a_gaussian_prior(gen, beta):
+    mu, logvar, log_lik = randn(gen, 6, 2), randn(gen, 6, 2), randn(gen, 6)
+    prior = anisotropic_gaussian(torch.tensor([0.5, 2.0], dtype=F64))
+    annealed = torch.distributions.Independent(
+        Normal(torch.zeros(2, dtype=F64), torch.tensor([0.5, 2.0], dtype=F64).div(beta).sqrt()),
+        1,
+    )
+    mc = theorem1_monte_carlo(mu, logvar, prior, beta, log_lik, annealed, 4000, gen)
+    kl = kl_divergence(
+        Normal(mu, torch.exp(0.5 * logvar)),
+        Normal(torch.zeros(2, dtype=F64), torch.tensor([0.5, 2.0], dtype=F64).sqrt()),
+    ).sum(-1)
+    exact = log_lik - beta * kl  # torch.distributions' closed-form KL
+    assert bool(((mc.lhs - exact).abs() < 5 * mc.lhs_se).all())
+    assert bool(((mc.rhs - exact).abs() < 5 * mc.rhs_se).all())
+    assert bool((mc.gap_se > 0).all()) and bool(torch.isfinite(mc.gap_se).all())
+
+
+def test_theorem1_monte_carlo_detects_a_wrong_annealed_prior(gen):
+    """The check has power: f_β taken as the un-annealed Student-t gives a gap of many SEs,
+    while the right one (ν' = β(ν + 1) - 1, scale √(ν/ν')) gives none."""
+    nu, beta = 5.0, 2.0
+    mu, logvar, log_lik = randn(gen, 8, 3), randn(gen, 8, 3) - 1, randn(gen, 8)
+    prior = student_t(3, nu)
+
+    def annealed(df, scale):
+        return torch.distributions.Independent(
+            torch.distributions.StudentT(torch.full((3,), df, dtype=F64), 0.0, scale), 1
+        )
+
+    nu_prime = beta * (nu + 1) - 1
+    right = theorem1_monte_carlo(
+        mu, logvar, prior, beta, log_lik, annealed(nu_prime, math.sqrt(nu / nu_prime)), 4000, gen
+    )
+    wrong = theorem1_monte_carlo(mu, logvar, prior, beta, log_lik, annealed(nu, 1.0), 4000, gen)
+    assert (right.gap / right.gap_se).abs().max().item() < 5
+    assert (wrong.gap / wrong.gap_se).abs().max().item() > 5
 
 
 # --- Corollary 1: rescaling ----------------------------------------------------------------

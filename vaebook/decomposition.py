@@ -69,6 +69,7 @@ __all__ = [
     "SpikeAndSlabPrior",
     "StructuredVAE",
     "StudentTPrior",
+    "Theorem1Estimate",
     "Theorem1Terms",
     "aggregate_entropy_reference",
     "anisotropic_gaussian",
@@ -93,6 +94,7 @@ __all__ = [
     "rotate_encoder",
     "spike_and_slab",
     "student_t",
+    "theorem1_monte_carlo",
     "theorem1_terms",
 ]
 
@@ -535,7 +537,8 @@ def theorem1_terms(mu, logvar, prior: Prior, beta, log_lik, *, z=None) -> Theore
     :math:`\mathrm{KL}(q\|f_\beta) = -H - \beta\hat{\mathbb E}\log p + \log F_\beta`), so the
     gap is zero to rounding for *any* sample: eq. (3) is an algebraic identity once
     :math:`F_\beta < \infty`. What makes its right side an ELBO is that :math:`f_\beta`
-    integrates to one, which is checked separately (by quadrature) in the tests.
+    integrates to one, which is checked separately (by quadrature) in the tests. A check of
+    the theorem that a wrong ``log F_β`` would fail is :func:`theorem1_monte_carlo`.
     """
     beta = check_positive(beta, "beta")
     mu, logvar = _encoder(mu, logvar, prior)
@@ -553,6 +556,92 @@ def theorem1_terms(mu, logvar, prior: Prior, beta, log_lik, *, z=None) -> Theore
         kl_p = -entropy - prior.log_prob(z).mean(0)
         kl_f = -entropy - annealed_log_prob(prior, beta, z, log_normaliser=log_f).mean(0)
     return Theorem1Terms(log_lik - beta * kl_p, log_lik - kl_f, entropy, log_f, beta)
+
+
+class Theorem1Estimate(NamedTuple):
+    """Monte Carlo estimates of both sides of Theorem 1, per example ``(n,)``, with their
+    standard errors; the two sides use independent samples."""
+
+    lhs: torch.Tensor
+    lhs_se: torch.Tensor
+    rhs: torch.Tensor
+    rhs_se: torch.Tensor
+
+    @property
+    def gap(self) -> torch.Tensor:
+        """``lhs - rhs``: zero in expectation when Theorem 1 holds."""
+        return self.lhs - self.rhs
+
+    @property
+    def gap_se(self) -> torch.Tensor:
+        """Standard error of :attr:`gap` (the sides are independent)."""
+        return torch.sqrt(self.lhs_se**2 + self.rhs_se**2)
+
+
+def theorem1_monte_carlo(
+    mu,
+    logvar,
+    prior: Prior,
+    beta,
+    log_lik,
+    annealed: td.Distribution,
+    n_samples: int,
+    generator=None,
+    *,
+    method: str = "quadrature",
+) -> Theorem1Estimate:
+    r"""Both sides of Theorem 1 (eq. 3) estimated by Monte Carlo, each from its own samples.
+
+    Unlike :func:`theorem1_terms` (where ``log F_β`` cancels whatever its value), the two sides
+    here share nothing but the data, so a wrong normaliser, a wrong annealed prior or a wrong
+    β shows up as a gap of many standard errors.
+
+    - Left side, from draws ``z ~ q(z|x)``: :math:`\mathcal L_\beta = \log\text{-lik}
+      - \beta\,\mathrm{KL}(q\|p)`, with :math:`\mathrm{KL}(q\|p) = -H[q] - \hat{\mathbb E}
+      \log p(z)` (``prior.log_prob``, exact Gaussian entropy).
+    - Right side, from *independent* draws ``z' ~ q(z|x)``: :math:`\log\text{-lik}
+      - \hat{\mathbb E}[\log q(z') - \log f_\beta(z')] + (\beta - 1)H[q] + \log F_\beta`, with
+      ``log q`` from ``torch.distributions.Normal``, ``log f_β`` from ``annealed`` (the
+      annealed prior reached by another route, e.g. the Student-t of the closed form) and
+      ``log F_β`` from :func:`annealed_log_normaliser` (by ``method``).
+
+    Parameters
+    ----------
+    mu, logvar : tensors ``(n, d)``, the encoder ``q(z|x) = N(mu, diag(exp(logvar)))``.
+    prior : :class:`Prior`.
+    beta : float > 0.
+    log_lik : tensor ``(n,)``, an estimate of ``E_q[log p(x|z)]``; it enters both sides alike.
+    annealed : ``torch.distributions.Distribution`` whose ``log_prob`` maps ``(..., d)`` to
+        ``(...)``: the normalised density :math:`f_\beta = p^\beta / F_\beta`.
+    n_samples : int >= 2, draws per side and example.
+    generator : optional ``torch.Generator``.
+    method : how :func:`annealed_log_normaliser` computes ``log F_β`` (default quadrature).
+
+    Returns
+    -------
+    :class:`Theorem1Estimate`; its ``gap`` is zero within a few ``gap_se`` when the theorem
+    and every term hold.
+    """
+    beta = check_positive(beta, "beta")
+    mu, logvar = _encoder(mu, logvar, prior)
+    log_lik = _per_example(log_lik, "log_lik", mu)
+    if not isinstance(annealed, td.Distribution):
+        raise TypeError(
+            f"annealed must be a torch.distributions.Distribution, got {type(annealed).__name__}"
+        )
+    s = check_positive_int(n_samples, "n_samples")
+    if s < 2:
+        raise ValueError(f"n_samples must be >= 2, got {s}")
+    entropy = entropy_diag_normal(logvar)
+    log_f = annealed_log_normaliser(prior, beta, method=method)
+    z_left = sample_diag_normal(mu, logvar, n_samples=s, generator=generator)
+    left = log_lik + beta * (entropy + prior.log_prob(z_left))  # (S, n)
+    z_right = sample_diag_normal(mu, logvar, n_samples=s, generator=generator)
+    encoder = td.Independent(td.Normal(mu, torch.exp(0.5 * logvar)), 1)
+    kl_annealed = encoder.log_prob(z_right) - annealed.log_prob(z_right)
+    right = log_lik - kl_annealed + (beta - 1) * entropy + log_f
+    root = math.sqrt(s)
+    return Theorem1Estimate(left.mean(0), left.std(0) / root, right.mean(0), right.std(0) / root)
 
 
 # --- Corollary 1: rescaling --------------------------------------------------------------
