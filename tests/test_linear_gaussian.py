@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from vaebook.gaussian import kl_normal, sample_normal
+from vaebook.gaussian import sample_normal
 from vaebook.linear_gaussian import (
     beta_optimal_posterior,
     exact_terms,
@@ -62,8 +62,8 @@ def test_posterior_matches_gaussian_conditioning_in_data_space(model):
     c = W @ W.T + sigma2 * torch.eye(D, dtype=F64)
     gain = torch.linalg.solve(c, W).T  # W^T C^{-1}, (k, d)
     mean, cov = posterior(*model)
-    torch.testing.assert_close(mean, (x - b) @ gain.T, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(cov, torch.eye(K, dtype=F64) - gain @ W, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(mean, (x - b) @ gain.T, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(cov, torch.eye(K, dtype=F64) - gain @ W, rtol=1e-12, atol=1e-12)
     assert torch.equal(cov, cov.T)
 
 
@@ -81,17 +81,25 @@ def test_elbo_gap_is_the_kl_to_the_exact_posterior(gen, make_spd, model, shared_
     mean_p, cov_p = posterior(*model)
     x, W, b, sigma2 = model
     gap = marginal_log_likelihood(*model) - exact_terms(x, mean_q, cov_q, W, b, sigma2).elbo
-    torch.testing.assert_close(gap, kl_normal(mean_q, cov_q, mean_p, cov_p), rtol=1e-10, atol=1e-10)
-    assert bool((gap > 0).all())
+    # the reference comes from torch.distributions: exact_terms uses vaebook's kl_normal, so a
+    # fault there (a constant offset, say) would cancel against a kl_normal reference
+    mvn_q, mvn_p = MultivariateNormal(mean_q, cov_q), MultivariateNormal(mean_p, cov_p)
+    kl = kl_divergence(mvn_q, mvn_p)
+    assert bool((kl > 0.1).all())  # q is far from the posterior: the comparison is not 0 vs 0
+    torch.testing.assert_close(gap, kl, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("beta", [0.25, 1.0, 4.0])
 def test_beta_optimal_posterior_is_the_posterior_with_noise_beta_sigma2(model, beta):
     x, W, b, sigma2 = model
     mean, cov = beta_optimal_posterior(x, W, b, sigma2, beta)
-    mean_ref, cov_ref = posterior(x, W, b, beta * sigma2)
-    torch.testing.assert_close(mean, mean_ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(cov, cov_ref, rtol=1e-12, atol=1e-12)
+    # The reference is not `posterior(x, W, b, beta * sigma2)`, which runs the same code: it
+    # conditions the joint Gaussian of (z, x) in data space, x ~ N(b, W W^T + β σ² I), so
+    # p(z | x) = N(W^T C^{-1} (x - b), I - W^T C^{-1} W) with C = W W^T + β σ² I.
+    c = W @ W.T + beta * sigma2 * torch.eye(D, dtype=F64)
+    gain = torch.linalg.solve(c, W).T  # W^T C^{-1}, (k, d)
+    torch.testing.assert_close(mean, (x - b) @ gain.T, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(cov, torch.eye(K, dtype=F64) - gain @ W, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("beta", [0.25, 1.0, 4.0])
@@ -138,7 +146,6 @@ def test_exact_terms_match_monte_carlo_and_torch_kl(gen, make_spd, model):
     kl = kl_divergence(MultivariateNormal(mean_q, cov_q), MultivariateNormal(zero, eye))
     torch.testing.assert_close(terms.kl, kl, rtol=1e-10, atol=1e-12)
     assert terms.beta == 2.0
-    torch.testing.assert_close(terms.objective, terms.reconstruction - 2.0 * terms.kl)
 
 
 def test_b_may_be_a_number(model):
