@@ -7,13 +7,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NBMAKE_TIMEOUT ?= 600
 
-.PHONY: help install browser lint format notebooks test unit book bench clean
+.PHONY: help install browser lint format notebooks test unit book bench mutation clean
 
 help:
 	@echo "make book       build the executed HTML book into _build/html"
 	@echo "make test       lint, unit tests, clean book build checked in Chromium, Colab run, nbmake"
 	@echo "make unit       unit tests only (fast; skips the book build and the Colab run)"
 	@echo "make bench      time every chapter and the kernels; writes benchmarks/results.md"
+	@echo "make mutation   mutation-test each module against its own test file (MODULE=gaussian:"
+	@echo "                one module); writes benchmarks/mutation.md. Not part of make test"
 	@echo "make notebooks  regenerate the Colab notebooks in notebooks/ from book/*.md"
 	@echo "make format     apply ruff's formatter and import sorting"
 	@echo "make clean      remove _build/ (keeps .venv/)"
@@ -60,6 +62,18 @@ book: $(STAMP)
 # kernel micro-benchmarks: about 45 minutes. Run it on an otherwise idle machine.
 bench: browser $(STAMP)
 	$(BIN)/python benchmarks/run.py --out benchmarks/results.md
+
+# Mutation testing with mutmut (the `mutation` extra): each vaebook/<module>.py against
+# tests/test_<module>.py only, one worker, in scratch copies under .mutation/: minutes to most
+# of an hour per module (benchmarks/mutation.md has the times). MODULE=gaussian selects one.
+MODULE ?=
+MUTATION_STAMP := $(VENV)/.mutation-stamp
+$(MUTATION_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[mutation]"
+	touch $@
+
+mutation: $(MUTATION_STAMP)
+	$(BIN)/python tools/mutation.py $(MODULE)
 
 clean:
 	rm -rf _build

@@ -8,6 +8,7 @@ from helpers import randn
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
 from vaebook.gaussian import (
+    cholesky_factor,
     entropy_diag_normal,
     entropy_normal,
     kl_diag_normal,
@@ -243,47 +244,205 @@ def test_sample_diag_normal_broadcasts_mu_and_logvar(gen):
     assert sample_diag_normal(mu, logvar, n_samples=7, generator=gen).shape == (7, 4, 2, 3)
 
 
+# --- batches, dtypes ----------------------------------------------------------------------
+
+
+def test_full_covariance_functions_take_two_batch_axes(gen, make_spd):
+    """A (2, 5) batch of covariances: every batch axis is kept and the event axis is the last."""
+    x, mu, cov = randn(gen, 2, 5, 3), randn(gen, 2, 5, 3), make_spd(3, 2, 5)
+    mu_p, cov_p = randn(gen, 2, 5, 3), make_spd(3, 2, 5)
+    q, p = MultivariateNormal(mu, cov), MultivariateNormal(mu_p, cov_p)
+    close = {"rtol": 1e-10, "atol": 1e-12}
+    torch.testing.assert_close(log_normal(x, mu, cov), q.log_prob(x), **close)
+    torch.testing.assert_close(entropy_normal(cov), q.entropy(), **close)
+    torch.testing.assert_close(kl_normal(mu, cov, mu_p, cov_p), kl_divergence(q, p), **close)
+
+
+def test_log_normal_broadcasts_one_point_against_a_batch_of_covariances(gen, make_spd):
+    x, mu, cov = randn(gen, 3), randn(gen, 3), make_spd(3, 2, 5)
+    expected = MultivariateNormal(mu, cov).log_prob(x)
+    got = log_normal(x, mu, cov)
+    assert got.shape == (2, 5)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("batched", ["mu_q", "cov_q", "mu_p", "cov_p"])
+def test_kl_normal_takes_its_batch_shape_from_any_argument(gen, make_spd, batched):
+    """Only one argument has a batch axis (4,): the result is (4,), one KL per entry."""
+    args = {
+        "mu_q": randn(gen, 3),
+        "cov_q": make_spd(3),
+        "mu_p": randn(gen, 3),
+        "cov_p": make_spd(3),
+    }
+    args[batched] = randn(gen, 4, 3) if batched.startswith("mu") else make_spd(3, 4)
+    expected = kl_divergence(
+        MultivariateNormal(args["mu_q"], args["cov_q"]),
+        MultivariateNormal(args["mu_p"], args["cov_p"]),
+    )
+    got = kl_normal(**args)
+    assert got.shape == (4,)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_numbers_and_lists_take_the_float64_dtype_of_the_first_argument(gen):
+    """Plain Python values are converted in the dtype of ``x`` / ``mu_q``: no float32 rounding."""
+    x = randn(gen, 4, 2)
+    mu, cov = [0.1, -0.3], [[1.3, 0.2], [0.2, 0.7]]
+    mu_t, cov_t = torch.tensor(mu, dtype=F64), torch.tensor(cov, dtype=F64)
+    assert log_normal(x, mu, cov).dtype == F64
+    torch.testing.assert_close(log_normal(x, mu, cov), log_normal(x, mu_t, cov_t), rtol=0, atol=0)
+    mu_q, cov_q = randn(gen, 2), torch.tensor([[0.9, -0.1], [-0.1, 1.1]], dtype=F64)
+    got = kl_normal(mu_q, cov, mu, cov)
+    assert got.dtype == F64
+    torch.testing.assert_close(got, kl_normal(mu_q, cov_t, mu_t, cov_t), rtol=0, atol=0)
+    torch.testing.assert_close(
+        kl_normal(mu_q, cov_q, mu, cov), kl_normal(mu_q, cov_q, mu_t, cov_t), rtol=0, atol=0
+    )
+
+
+def test_diagonal_functions_take_numbers_in_the_float64_dtype_of_their_first_argument(gen):
+    x, mu_q, logvar_q = randn(gen, 4, 2), randn(gen, 4, 2), randn(gen, 4, 2)
+    full = torch.full((2,), 0.3, dtype=F64), torch.full((2,), -0.7, dtype=F64)
+    got = log_normal_diag(x, 0.3, -0.7)
+    torch.testing.assert_close(got, log_normal_diag(x, *full), rtol=0, atol=0)
+    got = kl_diag_normal(mu_q, logvar_q, 0.3, -0.7)
+    torch.testing.assert_close(got, kl_diag_normal(mu_q, logvar_q, *full), rtol=0, atol=0)
+    got = kl_diag_normal(mu_q, [0.3, -0.7])
+    torch.testing.assert_close(
+        got, kl_diag_normal(mu_q, mu_q.new_tensor([0.3, -0.7])), rtol=0, atol=0
+    )
+
+
+def _exp_minus_1_minus_reference(r: float) -> float:
+    """``exp(r) - 1 - r`` by its Taylor series summed exactly (|r| <= 3: 40 terms suffice)."""
+    return math.fsum(r**n / math.factorial(n) for n in range(2, 40))
+
+
+def test_kl_diag_normal_is_accurate_on_both_sides_of_the_series_switch():
+    """Dense r in [-3, 3], across |r| = 0.1 where exp(r) - 1 - r switches to its Taylor series."""
+    r = torch.linspace(-3, 3, 241, dtype=F64)
+    kl = kl_diag_normal(torch.zeros(241, 1, dtype=F64), r.unsqueeze(-1))
+    expected = torch.tensor([0.5 * _exp_minus_1_minus_reference(v) for v in r.tolist()], dtype=F64)
+    torch.testing.assert_close(kl, expected, rtol=1e-13, atol=0)
+
+
+def test_samples_are_mu_plus_the_scale_times_the_generators_standard_normal_draws(make_spd):
+    """The documented z = mu + exp(logvar / 2) eps and z = mu + L eps, with eps the float64
+    torch.randn draws of the generator: the noise a reader seeds is the noise used."""
+    mu = torch.linspace(-1, 1, 30, dtype=F64).reshape(2, 5, 3)
+    eps = torch.randn(4, 2, 5, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
+    z = sample_diag_normal(mu, -0.3, n_samples=4, generator=torch.Generator().manual_seed(3))
+    assert z.dtype == F64
+    torch.testing.assert_close(z, mu + math.exp(-0.15) * eps, rtol=1e-14, atol=1e-14)
+    logvar = mu - 0.5  # one mean, a batch of variances: every entry gets its own noise
+    z = sample_diag_normal(mu[0, 0], logvar, generator=torch.Generator().manual_seed(3))
+    eps1 = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
+    torch.testing.assert_close(z, mu[0, 0] + torch.exp(logvar / 2) * eps1, rtol=1e-14, atol=1e-14)
+    cov = make_spd(3, 2, 5)
+    lower = torch.linalg.cholesky(cov)
+    z = sample_normal(mu, cov, n_samples=4, generator=torch.Generator().manual_seed(3))
+    assert z.dtype == F64
+    expected = mu + (lower @ eps.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(z, expected, rtol=1e-14, atol=1e-14)
+    z = sample_normal(mu[0, 0], cov.tolist(), generator=torch.Generator().manual_seed(3))
+    eps = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
+    torch.testing.assert_close(z, mu[0, 0] + (lower @ eps.unsqueeze(-1)).squeeze(-1))
+    # A batch of means with one covariance: every entry of the batch gets its own noise.
+    z = sample_normal(mu, cov[0, 0], generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(z, mu + (lower[0, 0] @ eps.unsqueeze(-1)).squeeze(-1))
+
+
+def test_cholesky_factor_tolerates_rounding_but_not_asymmetry(make_spd):
+    cov = make_spd(3)
+    torch.testing.assert_close(cholesky_factor(cov) @ cholesky_factor(cov).T, cov)
+    rounded = cov.clone()
+    rounded[0, 1] *= 1 + 1e-9  # rounding-level asymmetry: accepted
+    cholesky_factor(rounded)
+    skewed = cov.clone()
+    skewed[0, 1] *= 1 + 1e-3  # a real asymmetry: rejected, under the default name
+    with pytest.raises(ValueError, match=r"^cov must be symmetric"):
+        cholesky_factor(skewed)
+    with pytest.raises(ValueError, match=r"^cov must be positive definite"):
+        cholesky_factor(torch.stack([torch.eye(2), NOT_PD]))  # one bad matrix in a batch
+    with pytest.raises(ValueError, match=r"^cov must be a \(\.\.\., d, d\)"):
+        cholesky_factor(torch.zeros(2, 3))
+
+
 # --- bad input -----------------------------------------------------------------------------
 
 V2, V3, NAN3 = torch.zeros(2), torch.zeros(3), torch.tensor([0.0, math.nan, 0.0])
 I2, I3 = torch.eye(2), torch.eye(3)
 NOT_PD = torch.tensor([[1.0, 2.0], [2.0, 1.0]])
 NOT_SYM = torch.tensor([[1.0, 0.5], [0.0, 1.0]])
+NAN2, NAN22 = torch.tensor([0.0, math.nan]), torch.tensor([[1.0, 0.0], [0.0, math.nan]])
 
 
 @pytest.mark.parametrize(
     ("func", "args", "kwargs", "error", "match"),
     [
-        (log_normal_diag, (V3, V2, 0.0), {}, ValueError, "mu"),
-        (log_normal_diag, (V3, 0.0, V2), {}, ValueError, "logvar"),
+        (log_normal_diag, (V3, V2, 0.0), {}, ValueError, "mu has last dimension 2 but x has 3"),
+        (log_normal_diag, (V3, 0.0, V2), {}, ValueError, "logvar has last dimension 2 but x "),
         (log_normal_diag, (NAN3, 0.0, 0.0), {}, ValueError, "x must be finite"),
+        (log_normal_diag, (V3, NAN3, 0.0), {}, ValueError, "mu must be finite"),
+        (log_normal_diag, (V3, 0.0, NAN3), {}, ValueError, "logvar must be finite"),
         (log_normal_diag, ("x", 0.0, 0.0), {}, TypeError, "x must be a tensor"),
         (log_normal, (V2, V2, NOT_PD), {}, ValueError, "cov must be positive definite"),
         (log_normal, (V2, V2, NOT_SYM), {}, ValueError, "cov must be symmetric"),
         (log_normal, (V3, V3, I2), {}, ValueError, "cov must be"),
         (log_normal, (V2, V2, V2), {}, ValueError, "cov must be a"),
-        (log_normal, (V2, V3, I2), {}, ValueError, "mu"),
-        (entropy_diag_normal, (torch.tensor(0.0),), {}, ValueError, "logvar"),
+        (log_normal, (V2, V3, I2), {}, ValueError, "mu has last dimension 3 but x has 2"),
+        (log_normal, (NAN2, V2, I2), {}, ValueError, "x must be finite"),
+        (log_normal, (V2, NAN2, I2), {}, ValueError, "mu must be finite"),
+        (log_normal, (V2, V2, NAN22), {}, ValueError, "cov must be finite"),
+        (entropy_diag_normal, (torch.tensor(0.0),), {}, ValueError, r"logvar must have a last \("),
+        (entropy_normal, (NAN22,), {}, ValueError, "cov must be finite"),
         (entropy_diag_normal, (NAN3,), {}, ValueError, "logvar must be finite"),
         (entropy_normal, (NOT_PD,), {}, ValueError, "cov must be positive definite"),
         (kl_diag_normal, (NAN3, V3), {}, ValueError, "mu_q must be finite"),
-        (kl_diag_normal, (V3, V2), {}, ValueError, "logvar_q"),
-        (kl_diag_normal, (V3, V3, V2), {}, ValueError, "mu_p"),
+        (kl_diag_normal, (V3, NAN3), {}, ValueError, "logvar_q must be finite"),
+        (kl_diag_normal, (V3, V3, NAN3), {}, ValueError, "mu_p must be finite"),
+        (kl_diag_normal, (V3, V2), {}, ValueError, "logvar_q has last dimension 2 but mu_q has 3"),
+        (kl_diag_normal, (V3, V3, V2), {}, ValueError, "mu_p has last dimension 2 but mu_q has 3"),
+        (
+            kl_diag_normal,
+            (V3, V3, 0.0, V2),
+            {},
+            ValueError,
+            "logvar_p has last dimension 2 but mu_q has 3",
+        ),
         (kl_diag_normal, (V3, V3), {"logvar_p": math.inf}, ValueError, "logvar_p"),
         (kl_normal, (V2, NOT_SYM, V2, I2), {}, ValueError, "cov_q must be symmetric"),
         (kl_normal, (V2, I2, V2, NOT_PD), {}, ValueError, "cov_p must be positive definite"),
         (kl_normal, (V2, I3, V2, I2), {}, ValueError, "cov_q must be"),
-        (kl_normal, (V2, I2, V3, I2), {}, ValueError, "mu_p"),
-        (sample_diag_normal, (V3, V2), {}, ValueError, "logvar"),
+        (kl_normal, (V2, I2, V2, I3), {}, ValueError, "cov_p must be"),
+        (kl_normal, (V2, I2, V3, I2), {}, ValueError, "mu_p has last dimension 3 but mu_q has 2"),
+        (kl_normal, (NAN2, I2, V2, I2), {}, ValueError, "mu_q must be finite"),
+        (kl_normal, (V2, I2, NAN2, I2), {}, ValueError, "mu_p must be finite"),
+        (kl_normal, (V2, NAN22, V2, I2), {}, ValueError, "cov_q must be finite"),
+        (kl_normal, (V2, I2, V2, NAN22), {}, ValueError, "cov_p must be finite"),
+        (sample_diag_normal, (V3, V2), {}, ValueError, "logvar has last dimension 2 but mu has 3"),
         (sample_diag_normal, (NAN3, V3), {}, ValueError, "mu must be finite"),
+        (sample_diag_normal, (V3, NAN3), {}, ValueError, "logvar must be finite"),
         (sample_diag_normal, (V3, V3), {"n_samples": 0}, ValueError, "n_samples"),
         (sample_diag_normal, (V3, V3), {"n_samples": 2.0}, TypeError, "n_samples"),
-        (sample_diag_normal, (V3, V3), {"generator": 42}, TypeError, "generator"),
+        (
+            sample_diag_normal,
+            (V3, V3),
+            {"generator": 42},
+            TypeError,
+            "generator must be a torch.Ge",
+        ),
+        (sample_normal, (V3, I3), {"generator": 4.2}, TypeError, "generator .* got float"),
         (sample_normal, (V3, I2), {}, ValueError, "cov must be"),
+        (sample_normal, (torch.tensor(0.0), torch.eye(1)), {}, ValueError, r"cov must be \(0, 0\)"),
+        (sample_normal, (NAN2, I2), {}, ValueError, "mu must be finite"),
+        (sample_normal, (V2, NAN22), {}, ValueError, "cov must be finite"),
         (sample_normal, (V2, NOT_PD), {}, ValueError, "cov must be positive definite"),
         (sample_normal, (V2, I2), {"n_samples": -1}, ValueError, "n_samples"),
     ],
 )
 def test_bad_input_raises_naming_the_argument(func, args, kwargs, error, match):
-    with pytest.raises(error, match=match):
+    """The message starts with the argument's name (vaebook.checks promises it)."""
+    with pytest.raises(error, match="^" + match):
         func(*args, **kwargs)

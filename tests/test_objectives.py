@@ -139,8 +139,52 @@ def test_elbo_terms_mean_of_averaged_single_model_terms_is_unchanged():
 @pytest.mark.parametrize("beta_shape", [(3, 2), (3,), (1, 3, 1)])
 def test_elbo_terms_mean_rejects_a_beta_that_varies_over_the_examples(beta_shape):
     terms = ELBOTerms(torch.zeros(3, 2), torch.zeros(3, 2), torch.ones(beta_shape))
-    with pytest.raises(ValueError, match="beta must be a number or a tensor with size 1"):
+    with pytest.raises(ValueError, match=r"^beta must be a number or a tensor with size 1 along"):
         terms.mean()
+
+
+def test_elbo_terms_mean_keeps_leading_axes_and_removes_the_example_axis_only(gen):
+    """Terms (2, 3, n) with beta (2, 3, 1): mean() gives (2, 3) terms and a (2, 3) beta."""
+    rec, kl = randn(gen, 2, 3, 4), randn(gen, 2, 3, 4).abs()
+    beta = torch.arange(1.0, 7.0, dtype=F64).reshape(2, 3, 1)
+    mean = ELBOTerms(rec, kl, beta).mean()
+    assert mean.beta.shape == mean.reconstruction.shape == (2, 3)
+    torch.testing.assert_close(mean.reconstruction, rec.sum(-1) / 4, rtol=1e-15, atol=0)
+    torch.testing.assert_close(mean.objective, (rec - beta * kl).sum(-1) / 4)
+
+
+def test_elbo_terms_take_a_zero_dim_tensor_beta_and_default_to_beta_one():
+    rec, kl = torch.tensor([-1.0, -3.0]), torch.tensor([0.5, 1.5])
+    assert ELBOTerms(rec, kl, torch.tensor(2.0)).mean().objective.item() == -4.0
+    assert ELBOTerms(rec, kl).as_dict()["objective"] == -3.0  # the ELBO
+
+
+def test_elbo_terms_as_dict_gives_float64_copies_for_float32_ensemble_terms():
+    rec = torch.tensor([[-1.0, -2.0], [0.1, 0.2]])  # float32
+    values = ELBOTerms(rec, torch.zeros(2, 2), torch.ones(2, 1)).as_dict()
+    assert values["reconstruction"].dtype == np.float64
+    np.testing.assert_array_equal(values["reconstruction"], rec.mean(-1).double().numpy())
+
+
+def test_defaults_are_a_unit_variance_gaussian_decoder_and_beta_one(gen):
+    x, out, mu, logvar = randn(gen, 4, 6), randn(gen, 4, 6), randn(gen, 4, 2), randn(gen, 4, 2)
+    expected = Normal(out, 1.0).log_prob(x).sum(-1)
+    torch.testing.assert_close(reconstruction_log_likelihood(x, out), expected)
+    torch.testing.assert_close(gaussian_log_likelihood(x, out), expected)
+    terms = beta_vae_terms(x, out, mu, logvar)
+    torch.testing.assert_close(terms.reconstruction, expected)
+    assert terms.beta == 1.0
+    assert torch.equal(decoder_mean(out), out)
+
+
+def test_plain_values_take_the_float64_dtype_of_the_data(gen):
+    """Lists and numbers are converted in the dtype of ``x`` / ``mu``: no float32 rounding."""
+    x, mean, mu, logvar = randn(gen, 3, 4), randn(gen, 3, 4), randn(gen, 3, 2), randn(gen, 3, 2)
+    got = gaussian_log_likelihood(x, mean.tolist(), -0.7)
+    expected = gaussian_log_likelihood(x, mean, torch.tensor(-0.7, dtype=F64))
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    terms = beta_vae_terms(x, mean, mu, logvar.tolist())
+    torch.testing.assert_close(terms.kl, beta_vae_terms(x, mean, mu, logvar).kl, rtol=0, atol=0)
 
 
 def test_elbo_terms_are_immutable():
@@ -151,19 +195,28 @@ def test_elbo_terms_are_immutable():
 
 X = torch.rand(3, 4)
 MU, LOGVAR = torch.zeros(3, 2), torch.zeros(3, 2)
+V25 = torch.zeros(2, 5)  # 2 examples, 5 latent dimensions
+OUTSIDE = r"x must lie in \[0, 1\] for a Bernoulli likelihood$"
 
 
 @pytest.mark.parametrize(
     ("func", "args", "kwargs", "error", "match"),
     [
         (gaussian_log_likelihood, (X, torch.zeros(3, 5)), {}, ValueError, "mean has shape"),
+        (gaussian_log_likelihood, (X, X[:2]), {}, ValueError, r"mean has shape \(2, 4\) but x has"),
+        (gaussian_log_likelihood, (X * math.nan, X), {}, ValueError, "x must be finite"),
+        (gaussian_log_likelihood, (X, X * math.nan), {}, ValueError, "mean must be finite"),
         (gaussian_log_likelihood, (torch.tensor(1.0), 0.0), {}, ValueError, "x must have a"),
         (gaussian_log_likelihood, (X, X, math.nan), {}, ValueError, "log_gamma must be finite"),
         (gaussian_log_likelihood, (X, X, "big"), {}, TypeError, "log_gamma"),
-        (bernoulli_log_likelihood, (X + 1.5, X), {}, ValueError, r"x must lie in \[0, 1\]"),
-        (bernoulli_log_likelihood, (X, X[:2]), {}, ValueError, "logits has shape"),
+        (bernoulli_log_likelihood, (X + 1.5, X), {}, ValueError, OUTSIDE),
+        (bernoulli_log_likelihood, (X * 0 + 1.2, X), {}, ValueError, OUTSIDE),
+        (bernoulli_log_likelihood, (X * 0 - 0.2, X), {}, ValueError, OUTSIDE),
+        (bernoulli_log_likelihood, (X, X[:2]), {}, ValueError, r"logits has shape \(2, 4\) but x "),
+        (bernoulli_log_likelihood, (X * math.nan, X), {}, ValueError, "x must be finite"),
         (bernoulli_log_likelihood, (X, X * math.inf), {}, ValueError, "logits must be finite"),
-        (reconstruction_log_likelihood, (X, X, "poisson"), {}, ValueError, "likelihood"),
+        (reconstruction_log_likelihood, (X, X, "poisson"), {}, ValueError, "likelihood must be "),
+        (decoder_mean, (X, "poisson"), {}, ValueError, "likelihood must be one of"),
         (beta_vae_terms, (X, X, MU, LOGVAR), {"beta": 0.0}, ValueError, "beta must be > 0"),
         (beta_vae_terms, (X, X, MU, LOGVAR), {"beta": -1.0}, ValueError, "beta must be > 0"),
         (beta_vae_terms, (X, X, MU, LOGVAR), {"beta": math.inf}, ValueError, "beta"),
@@ -171,12 +224,15 @@ MU, LOGVAR = torch.zeros(3, 2), torch.zeros(3, 2)
         (beta_vae_terms, (X, X, MU[0], LOGVAR[0]), {}, ValueError, "mu and logvar"),
         (beta_vae_terms, (X, X, MU, LOGVAR[:, :1]), {}, ValueError, "mu and logvar"),
         (beta_vae_terms, (X, X, MU[:2], LOGVAR[:2]), {}, ValueError, "x has 3 examples"),
+        (beta_vae_terms, (X, X, V25, V25), {}, ValueError, "x has 3 examples but mu has 2$"),
         (beta_vae_terms, (X, X, MU, LOGVAR * math.nan), {}, ValueError, "logvar must be finite"),
-        (beta_vae_terms, (X, X, MU, LOGVAR), {"likelihood": "cauchy"}, ValueError, "likelihood"),
+        (beta_vae_terms, (X, X, MU * math.nan, LOGVAR), {}, ValueError, "mu must be finite"),
+        (beta_vae_terms, (X, X, MU, LOGVAR), {"likelihood": "cauchy"}, ValueError, "likelihood m"),
     ],
 )
 def test_bad_input_raises_naming_the_argument(func, args, kwargs, error, match):
-    with pytest.raises(error, match=match):
+    """The message starts with the argument's name (vaebook.checks promises it)."""
+    with pytest.raises(error, match="^" + match):
         func(*args, **kwargs)
 
 
