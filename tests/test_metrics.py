@@ -1,9 +1,11 @@
 """Tests of vaebook.metrics: Hoyer sparsity, the FactorVAE score and the Fréchet distance."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 
 from vaebook.data import digits
@@ -148,7 +150,9 @@ def test_factor_vae_score_is_one_for_a_monotone_map_of_the_factors():
 
 def test_factor_vae_score_is_low_for_a_mixing_rotation():
     result = factor_vae_score(rotated, FakeFactors((3, 4, 5, 6)), **FAST)
-    assert result.score < 0.7
+    # Chance is 1/4 (measured: mean 0.259, largest 0.325 over 20 seeds); 0.4 is 1/4 plus five
+    # binomial standard deviations of 200 evaluation votes, sqrt(0.25 * 0.75 / 200) = 0.031.
+    assert result.score < 0.4
     np.testing.assert_allclose(result.global_std, 1.0, atol=0.1)
     # Sanity: the unrotated standardised factors score 1 under the same protocol.
     identity = factor_vae_score(lambda f: rotated(f) @ HADAMARD, FakeFactors((3, 4, 5, 6)), **FAST)
@@ -513,9 +517,17 @@ def test_digits_frechet_is_zero_for_the_same_images_and_large_for_noise(
     scale = float(digits_features.features(real).var(0).sum())  # tr Σ of the features
     assert same == pytest.approx(0.0, abs=1e-8 * scale)
     assert to_noise > 10 * halves > 0
-    assert to_noise == pytest.approx(
-        frechet_distance(digits_features.features(real), digits_features.features(noise)), rel=1e-12
-    )
+    # Independent reference: numpy moments of the features and scipy's sqrtm of C1 C2 (the
+    # pytorch-fid route: tr sqrt(C1 C2) = tr (C1^1/2 C2 C1^1/2)^1/2), not vaebook's formula.
+    for images, value in ((other, halves), (noise, to_noise)):
+        f1 = digits_features.features(real).double().numpy()
+        f2 = digits_features.features(images).double().numpy()
+        c1, c2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+        with warnings.catch_warnings():  # dead ReLU units make C1 C2 singular; the root is
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)  # still accurate here
+            cross = scipy.linalg.sqrtm(c1 @ c2)
+        reference = ((f1.mean(0) - f2.mean(0)) ** 2).sum() + np.trace(c1 + c2 - 2 * cross.real)
+        assert value == pytest.approx(reference, rel=1e-6)
 
 
 def test_digits_features_are_deterministic_for_a_seed_and_leave_the_global_rng_alone(digit_images):
