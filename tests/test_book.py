@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import bookpages
 import pytest
 import yaml
 
@@ -29,11 +30,7 @@ CHAPTERS = notebooks_tool.chapter_sources()
 
 
 def toc_entries() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    entries = [toc["root"]]
-    for part in toc.get("parts", []):
-        entries += [chapter["file"] for chapter in part["chapters"]]
-    return entries
+    return [file for file, _ in bookpages.toc_entries(ROOT)]
 
 
 def test_every_toc_entry_has_a_file():
@@ -371,8 +368,11 @@ def test_readme_links_the_published_book_and_its_workflow_badge():
 # --- the claims register in the intro ---------------------------------------------------------
 
 REGISTER_ROW = re.compile(
-    r"^\| (?P<claim>[^|]+) \| (?P<stated>[^|]+) \| (?P<checked>[^|]+) \| [^|]+ \|$"
+    r"^\| (?P<claim>[^|]+) \| (?P<stated>[^|]+) \| (?P<checked>[^|]+) \| (?P<verdict>[^|]+) \|$"
 )
+CROSS_GLUE = re.compile(r"^\{glue:text\}`(?P<doc>\w+)\.md::(?P<key>\w+):s`$")
+VERDICT_WORDS = re.compile(r"reproduc|contradict|inconclusive|partly|confirmed", re.I)
+GLUE_REF = re.compile(r"\{glue(?::\w+)?\}`[^`]*`")
 TESTS_LINE = re.compile(r"^- (?P<key>[^:]+): (?P<tests>.+)$")
 STATED = re.compile(r"^```\{prf:(theorem|proposition|corollary)\}[^\n]*\n:label: ([\w-]+)", re.M)
 
@@ -385,6 +385,7 @@ def register_papers() -> dict[str, tuple[str, list[dict], dict[str, list[str]]]]
     for block in section.split("\n### ")[1:]:
         paper = block.splitlines()[0]
         module = re.search(r"Unit tests in `tests/(test_\w+\.py)`", block)[1]
+        chapter = re.search(r"Chapter: \{doc\}`(\w+)`", block)[1]
         rows = [m.groupdict() for m in map(REGISTER_ROW.match, block.splitlines()) if m]
         rows = [row for row in rows if row["claim"] not in ("claim", "---")]
         tests = {
@@ -392,6 +393,8 @@ def register_papers() -> dict[str, tuple[str, list[dict], dict[str, list[str]]]]
             for m in map(TESTS_LINE.match, block.splitlines())
             if m
         }
+        for row in rows:
+            row["chapter"] = chapter
         papers[paper] = (module, rows, tests)
     return papers
 
@@ -417,3 +420,90 @@ def test_claims_register_covers_every_stated_result():
         for _, label in STATED.findall(chapter.read_text(encoding="utf-8")):
             if chapter.stem != "primer":  # the primer states textbook facts, not a paper's claims
                 assert f"`{label}`" in register, f"{label} ({chapter.name}) is not in the register"
+
+
+def glued(chapter: Path, key: str) -> bool:
+    """Whether the chapter glues ``key``: ``glue("key", ...)``, or ``glue(f"..._verdict_...{x}")``
+    with a literal part that says it glues a verdict and a pattern that matches ``key``."""
+    for fstring, name in re.findall(
+        r"\bglue\(\s*(f?)[\"']([\w{}().:\[\]'\"]+?)[\"'],", chapter.read_text(encoding="utf-8")
+    ):
+        if fstring and "_verdict_" not in name.split("{")[0]:
+            continue
+        pattern = re.sub(r"\\\{.*?\\\}", r"\\w+", re.escape(name)) if fstring else re.escape(name)
+        if re.fullmatch(pattern, key):
+            return True
+    return False
+
+
+def register_verdicts() -> list[tuple[str, str, str]]:
+    """``(chapter, key, claim)`` of every verdict cell in the claims register."""
+    cells = []
+    for paper, (_, rows, _) in register_papers().items():
+        for row in rows:
+            m = CROSS_GLUE.match(row["verdict"].strip())
+            assert m, f"{paper} {row['claim']}: verdict not glued from a chapter: {row['verdict']}"
+            assert m["doc"] == row["chapter"], f"{paper} {row['claim']}: glued from {m['doc']}"
+            cells.append((m["doc"], m["key"], row["claim"]))
+    return cells
+
+
+def test_claims_register_verdicts_are_computed_in_the_chapters():
+    """Every register verdict is pasted from a key its chapter glues: none is typed."""
+    cells = register_verdicts()
+    assert len(cells) >= 23
+    for chapter, key, claim in cells:
+        assert glued(ROOT / "book" / f"{chapter}.md", key), f"{claim}: {chapter} glues no {key}"
+
+
+def summary_rows(chapter: Path) -> list[list[str]]:
+    """The table rows of a chapter's summary box (cells split on ``|``)."""
+    text = chapter.read_text(encoding="utf-8")
+    box = re.search(r"^## Summary\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
+    if box is None:
+        return []
+    rows = [re.split(r"(?<!\\)\|", line.strip().strip("|")) for line in box[1].splitlines()]
+    return [row for row in rows if len(row) >= 3 and not set(row[0].strip()) <= set("-")]
+
+
+def test_summary_boxes_paste_computed_verdicts():
+    """A paper chapter's summary box shows glued verdicts and types no verdict word."""
+    boxes = 0
+    for chapter in CHAPTERS:
+        rows = summary_rows(chapter)[1:]  # past the header
+        if not rows:
+            continue
+        boxes += 1
+        for row in rows:
+            typed = GLUE_REF.sub("", " ".join(row[1:]))
+            assert not VERDICT_WORDS.search(typed), f"{chapter.name}: typed verdict in {row}"
+            pasted = re.findall(r"\{glue:text\}`(\w+)`", row[1])
+            assert pasted, f"{chapter.name}: no glued verdict in {row}"
+            for key in pasted:
+                assert glued(chapter, key), f"{chapter.name}: {key} is pasted but never glued"
+    assert boxes == 5
+
+
+PINNED_OUTCOME = re.compile(
+    r"^\s*assert\b.*(\bp(_\w+)?\b|pvalue|p_value).*>\s*0?\.0[15]\b"  # a p-value above 0.05
+    r"|^\s*assert\s+not\s+\w*(sparser|better|reproduc|learn)\w*\b"  # the effect is absent
+)
+
+
+def test_no_chapter_assert_pins_an_outcome():
+    """A chapter asserts claims and the integrity of measurements, never that a test failed."""
+    for chapter in CHAPTERS:
+        for n, line in enumerate(chapter.read_text(encoding="utf-8").splitlines(), 1):
+            assert not PINNED_OUTCOME.search(line), f"{chapter.name}:{n}: {line.strip()}"
+
+
+def test_the_outcome_pattern_catches_the_reviewed_faults():
+    caught = [
+        "assert min(p_fixed, p_learned) > 0.05",
+        "    assert p > 0.01, 'no effect'",
+        "assert not alpha_sparser",
+        "assert pvalue > .05",
+    ]
+    fine = ["assert 0 <= p_value <= 1", "assert abs(slope - 3) < 0.05", "assert not nan"]
+    assert all(PINNED_OUTCOME.search(line) for line in caught)
+    assert not any(PINNED_OUTCOME.search(line) for line in fine)

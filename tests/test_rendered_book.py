@@ -10,12 +10,15 @@ These tests build the whole book (several minutes); ``make unit`` leaves them ou
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
 
 import pytest
-from test_book import CONFIG, ROOT, load_module
+from test_book import CONFIG, ROOT, load_module, register_verdicts
+
+from vaebook.verdicts import LABELS
 
 pagecheck = load_module(ROOT / "tools" / "pagecheck.py")
 HTML = ROOT / "_build" / "html"
@@ -89,3 +92,17 @@ def test_colab_notebooks_link_to_anchors_that_exist(built_book):
     assert len(links) > 20
     local = [link.replace(url, "http://book/") for link in links]
     assert pagecheck.broken_links(local, "http://book/", built_book) == []
+
+
+def test_register_shows_the_verdicts_the_chapters_computed(built_book):
+    """The register's cells hold what the chapters glued, and that is a computed verdict."""
+    intro = re.sub(r"<[^>]+>", "", (built_book / "book" / "intro.html").read_text(encoding="utf-8"))
+    intro = html.unescape(intro)
+    for chapter, key, claim in register_verdicts():
+        store = ROOT / "_build" / "jupyter_execute" / "book" / f"{chapter}.glue.json"
+        glued = json.loads(store.read_text(encoding="utf-8"))
+        assert key in glued, f"{claim}: {chapter} did not glue {key} when executed"
+        value = glued[key]["data"]["text/plain"].strip("'\"")
+        starts = [label + sep for label in LABELS for sep in (": ", " (")]  # Verdict, JointVerdict
+        assert value.startswith(tuple(starts)), f"{claim}: {key} = {value!r} is not a verdict"
+        assert value in intro, f"{claim}: the register does not show {value!r}"
