@@ -171,6 +171,10 @@ def test_summary_shows_the_margin():
     assert e.startswith("reproduced: error 2.0e-09 against tolerance 1e-06")
     q = verdicts.estimate(3.0, 0.01, claim="equal", target=3.0, delta=0.1).summary()
     assert "claim 3 ± 0.1" in q
+    z = verdicts.estimate(0.022, 0.0, claim="greater", delta=0.192).summary()
+    assert (
+        z == "not reproduced: 0.022 (exact, n = 1; claim > 0, smallest effect that matters 0.192)"
+    )
 
 
 # --- bad input ----------------------------------------------------------------------------------

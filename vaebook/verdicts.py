@@ -112,6 +112,8 @@ class Verdict:
             relation = ">" if self.claim == "greater" else "<"
             claim = f"claim {relation} {format(self.target, g)}, smallest effect that matters "
             claim += format(self.delta, g)
+        if lo == hi:  # no sampling error: an exact value, or no spread over the seeds
+            return f"{self.label}: {format(self.effect, g)} (exact, n = {self.n}; {claim})"
         return (
             f"{self.label}: {format(self.effect, g)} [{format(lo, g)}, {format(hi, g)}]"
             f" ({100 * self.confidence:g} % CI, {self.test}, n = {self.n}; {claim})"
