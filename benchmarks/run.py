@@ -98,6 +98,24 @@ def micro_benchmarks(root: Path = ROOT) -> list[str]:
     return outputs
 
 
+def mutation_section(root: Path = ROOT) -> list[str]:
+    """The per-module table of ``benchmarks/mutation.md`` (``make mutation``, not rerun here)."""
+    report = root / "benchmarks" / "mutation.md"
+    if not report.is_file():
+        return []
+    table = [
+        line for line in report.read_text(encoding="utf-8").splitlines() if line.startswith("|")
+    ]
+    return [
+        "## Mutation testing (`make mutation`, copied from `benchmarks/mutation.md`)",
+        "",
+        "Not part of `make test`; one mutmut worker, each module against its own test file.",
+        "",
+        *table,
+        "",
+    ]
+
+
 def verdict(ok: bool) -> str:
     return "within budget" if ok else "**over budget**"
 
@@ -156,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         over += [("make test", test_s)] if test_s > MAKE_TEST_SECONDS else []
 
     lines += ["## Kernel micro-benchmarks", "", *"\n\n".join(micro_benchmarks()).split("\n"), ""]
+    lines += mutation_section()
     args.out.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}")
     if over:
