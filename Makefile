@@ -6,6 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 NBMAKE_TIMEOUT ?= 600
+# matplotlib's font cache describes the fonts of one installation: keep it with that
+# installation, so a cache written by another clone's .venv (since deleted) is never read.
+export MPLCONFIGDIR := $(abspath $(VENV))/matplotlib
 
 .PHONY: help install browser lint format notebooks test unit book bench mutation clean
 
