@@ -45,6 +45,12 @@ def test_as_tensor_takes_dtype_and_device_from_like_and_honours_dtype():
     assert as_tensor(torch.ones(2), "x", dtype=torch.float64).dtype == torch.float64
 
 
+def test_as_tensor_converts_python_floats_straight_to_the_dtype_asked_for():
+    # 1e8 + 1 is not representable in float32: no detour through the default dtype.
+    assert as_tensor([1e8 + 1.0], "x", dtype=torch.float64).item() == 1e8 + 1.0
+    assert as_tensor(1e8 + 1.0, "x", dtype=torch.float64).item() == 1e8 + 1.0
+
+
 @pytest.mark.parametrize("value", [None, True, "1.0", {"a": 1}, ["a", "b"]])
 def test_as_tensor_rejects_non_numbers_naming_the_argument(value):
     with pytest.raises(TypeError, match="myarg"):

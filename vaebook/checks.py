@@ -37,8 +37,8 @@ def as_tensor(value, name: str, *, dtype: torch.dtype | None = None, like=None) 
         try:
             if like is not None:
                 value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-            else:
-                value = torch.as_tensor(value)
+            else:  # straight to dtype: Python floats are float64, not float32 first
+                value = torch.as_tensor(value, dtype=dtype)
         except (TypeError, ValueError, RuntimeError) as err:
             raise TypeError(
                 f"{name} must be a tensor or a number, got {type(value).__name__}"

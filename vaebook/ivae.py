@@ -29,7 +29,6 @@ from torch import nn
 from .checks import (
     as_tensor,
     check_choice,
-    check_finite,
     check_number,
     check_positive,
     check_positive_int,
@@ -62,7 +61,7 @@ LATENT_LABELS = ("passive", "active", "mixed")
 
 
 def _jacobian(J) -> torch.Tensor:
-    J = check_finite(as_tensor(J, "J"), "J")
+    J = as_tensor(J, "J")
     if J.dim() < 2:
         raise ValueError(f"J must be (..., d, kappa), got shape {tuple(J.shape)}")
     return J

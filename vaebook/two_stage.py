@@ -29,7 +29,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
-from .checks import as_tensor, check_finite, check_positive, check_positive_int
+from .checks import as_tensor, check_positive, check_positive_int
 from .gaussian import LOG_2PI, kl_normal, sample_diag_normal
 from .objectives import decoder_mean
 
@@ -89,7 +89,7 @@ class BentBimodal:
         )
 
     def _points(self, x, name: str) -> torch.Tensor:
-        x = check_finite(as_tensor(x, name, dtype=torch.float64), name)
+        x = as_tensor(x, name, dtype=torch.float64)
         if x.dim() < 1 or x.shape[-1] != self.dim:
             raise ValueError(f"{name} must have shape (..., {self.dim}), got {tuple(x.shape)}")
         return x
@@ -249,7 +249,7 @@ def construction_covariance(J, gamma: float) -> torch.Tensor:
     :func:`optimal_encoder_covariance`, which keeps it).
     """
     gamma = check_positive(gamma, "gamma")
-    J = check_finite(as_tensor(J, "J"), "J")
+    J = as_tensor(J, "J")
     if J.dim() < 2 or J.shape[-2] < J.shape[-1]:
         raise ValueError(f"J must be (..., d, r) with d >= r, got {tuple(J.shape)}")
     return gamma * torch.linalg.inv(J.mT @ J)
@@ -265,7 +265,7 @@ def decoder_jacobian(decoder: Callable, z) -> torch.Tensor:
     """
     if not callable(decoder):
         raise TypeError(f"decoder must be callable, got {type(decoder).__name__}")
-    z = check_finite(as_tensor(z, "z"), "z").detach()
+    z = as_tensor(z, "z").detach()
     if z.dim() != 2:
         raise ValueError(f"z must be (n, r), got {tuple(z.shape)}")
     columns = []
@@ -302,7 +302,7 @@ def _check_density(density) -> None:
 
 
 def _latents(z, r: int) -> torch.Tensor:
-    z = check_finite(as_tensor(z, "z", dtype=torch.float64), "z")
+    z = as_tensor(z, "z", dtype=torch.float64)
     if z.dim() < 1 or z.shape[-1] != r:
         raise ValueError(f"z must have shape (..., {r}), got {tuple(z.shape)}")
     return z
@@ -312,9 +312,9 @@ def _latents(z, r: int) -> torch.Tensor:
 
 
 def _gaussian_encoder(x, mu_q, cov_q) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    x = check_finite(as_tensor(x, "x"), "x")
-    mu_q = check_finite(as_tensor(mu_q, "mu_q", like=x), "mu_q")
-    cov_q = check_finite(as_tensor(cov_q, "cov_q", like=x), "cov_q")
+    x = as_tensor(x, "x")
+    mu_q = as_tensor(mu_q, "mu_q", like=x)
+    cov_q = as_tensor(cov_q, "cov_q", like=x)
     if x.dim() != 2 or mu_q.dim() != 2 or mu_q.shape[0] != x.shape[0]:
         raise ValueError(
             f"x must be (n, d) and mu_q (n, r) with the same n, got {tuple(x.shape)} "
@@ -441,7 +441,7 @@ def optimal_encoder_covariance(J, gamma: float) -> torch.Tensor:
     """
     from .ivae import optimal_posterior_covariance  # ivae builds on this module
 
-    J = check_finite(as_tensor(J, "J"), "J")
+    J = as_tensor(J, "J")
     if J.dim() < 2:
         raise ValueError(f"J must be (..., d, kappa), got {tuple(J.shape)}")
     ones = torch.ones(J.shape[-1], dtype=J.dtype, device=J.device)
@@ -483,7 +483,7 @@ def active_dimensions(variances, threshold: float = 0.5) -> torch.Tensor:
     ``variances`` is ``(κ,)`` (e.g. from :func:`encoder_variances`); the result holds the
     active indices in increasing order of ``λ_j`` and its length is the count ``r̂``.
     """
-    variances = check_finite(as_tensor(variances, "variances"), "variances")
+    variances = as_tensor(variances, "variances")
     if variances.dim() != 1:
         raise ValueError(f"variances must be (kappa,), got {tuple(variances.shape)}")
     if bool((variances < 0).any()):
@@ -537,7 +537,7 @@ def latent_spectrum(z, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     is drawn from ``seed``. Returns ``(spectrum, reference)``, each ``(κ,)`` in decreasing
     order.
     """
-    z = check_finite(as_tensor(z, "z"), "z")
+    z = as_tensor(z, "z")
     if z.dim() != 2 or z.shape[0] < 2:
         raise ValueError(f"z must be (n, kappa) with n >= 2, got {tuple(z.shape)}")
     check_positive_int(seed, "seed", allow_zero=True)
