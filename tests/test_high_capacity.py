@@ -113,7 +113,7 @@ def test_grid_basis_default_is_32_by_32_on_the_centred_unit_square():
 )
 def test_grid_basis_rejects_bad_input(kwargs, error, match):
     args = {"m": 4, "low": -0.5, "high": 0.5, **kwargs}
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         grid_basis(args["m"], args["low"], args["high"])
 
 
@@ -419,7 +419,7 @@ def test_default_init_is_the_grid_plus_uniform_noise_and_seeded():
 
 @pytest.mark.parametrize("D", [1, 3])
 def test_default_init_needs_planar_data(D):
-    with pytest.raises(ValueError, match="psi0 is required"):
+    with pytest.raises(ValueError, match=r"^psi0 is required"):
         fixed_points(np.zeros((4, D)), 0.1)
 
 
@@ -496,7 +496,7 @@ BAD_PSI = np.array([[0.0, 0.0], [0.1, -0.1], [0.2, 0.3]])
 def test_fixed_points_rejects_bad_input(kwargs, error, match):
     args = {"X": BAD_X, "beta": 0.1, "psi0": BAD_PSI, **kwargs}
     X, beta = args.pop("X"), args.pop("beta")
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         fixed_points(X, beta, **args)
 
 
@@ -540,7 +540,7 @@ def test_reconstruction_curve_default_init_is_shared_across_betas():
     [[], np.ones((2, 2)), [0.1, 0.0, 0.3], [0.1, -0.2], [0.1, math.nan], [math.inf], 0.5],
 )
 def test_reconstruction_curve_rejects_bad_betas(betas):
-    with pytest.raises(ValueError, match="betas must be a non-empty 1-D sequence"):
+    with pytest.raises(ValueError, match=r"^betas must be a non-empty 1-D sequence"):
         reconstruction_curve(BAD_X, betas, psi0=BAD_PSI)
 
 
@@ -632,7 +632,7 @@ def test_two_point_reconstruction_curve_and_its_critical_beta(grid, a):
     ],
 )
 def test_two_point_functions_reject_bad_input(func, args, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match="^" + match):
         func(*args)
 
 
@@ -722,7 +722,13 @@ def test_critical_betas_of_a_straight_line_is_empty(slope):
         (UNIFORM[:4], UNIFORM[:4], {}, ValueError, "betas must be 1-D with at least 5"),
         (np.ones((5, 5)), np.ones((5, 5)), {}, ValueError, "betas must be 1-D"),
         (UNIFORM[::-1], UNIFORM, {}, ValueError, "betas must be strictly increasing"),
-        (np.array([0, 1, 1, 2, 3.0]), np.zeros(5), {}, ValueError, "strictly increasing"),
+        (
+            np.array([0, 1, 1, 2, 3.0]),
+            np.zeros(5),
+            {},
+            ValueError,
+            "betas must be strictly increasing",
+        ),
         (np.array([0, 1, np.nan, 2, 3]), np.zeros(5), {}, ValueError, "betas and u must be"),
         (UNIFORM[:5], np.array([0, 1, np.nan, 2, 3]), {}, ValueError, "betas and u must be"),
         (UNIFORM[:5], np.array([0, 1, np.inf, 2, 3]), {}, ValueError, "betas and u must be"),
@@ -733,7 +739,7 @@ def test_critical_betas_of_a_straight_line_is_empty(slope):
     ],
 )
 def test_critical_betas_rejects_bad_input(betas, u, kwargs, error, match):
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         critical_betas(betas, u, **kwargs)
 
 
@@ -866,7 +872,7 @@ TWO_X = np.array([[0.0, 1.0], [1.0, 0.0]])
 )
 def test_partition_decoder_rejects_bad_input(kwargs, error, match):
     args = {"X": TWO_X, "support": GOOD_SUPPORT, "masses": np.ones(3) / 3, **kwargs}
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         partition_decoder(args["X"], args["support"], args["masses"])
 
 
@@ -1000,7 +1006,7 @@ def test_equipartition_residual_matches_gamma_at_max_iter(max_iter):
 def test_equipartition_rejects_bad_input(kwargs, error, match):
     args = {"H": np.ones((2, 3)), "beta": 0.1, **kwargs}
     H, beta = args.pop("H"), args.pop("beta")
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         equipartition(H, beta, **args)
 
 
@@ -1105,7 +1111,11 @@ def test_fixed_points_with_a_lipschitz_constraint_end_feasible():
         (lambda c: lipschitz_constraint(c[:1], 0.1, 1.0), ValueError, "centres"),
         (lambda c: lipschitz_constraint(c, 0.1, 1.0, rho=0.0), ValueError, "rho"),
         (lambda c: lipschitz_constraint(c, 0.1, 1.0, inner_iter=0), ValueError, "inner_iter"),
-        (lambda c: lipschitz_constraint(c, 0.1, 1.0, colour=1), TypeError, "colour"),
+        (
+            lambda c: lipschitz_constraint(c, 0.1, 1.0, colour=1),
+            TypeError,
+            r"unknown keyword arguments: \[.colour.\]",
+        ),
         (
             lambda c: lipschitz_constraint(c, 0.1, 1.0).project(torch.ones(3, 2), torch.ones(3)),
             ValueError,
@@ -1130,7 +1140,7 @@ def test_fixed_points_with_a_lipschitz_constraint_end_feasible():
 )
 def test_lipschitz_bad_input(call, error, match):
     centres, _ = grid_basis(4)
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         call(centres)
 
 
@@ -1249,5 +1259,5 @@ def test_nearest_neighbour_error_and_tile_masses_on_a_known_decoder():
     ],
 )
 def test_tile_readings_bad_input(call, error, match):
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         call()

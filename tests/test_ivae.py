@@ -531,7 +531,7 @@ SHARED_BAD = [
 @pytest.mark.parametrize(("change", "error", "match"), SHARED_BAD)
 def test_kernels_reject_bad_j_prior_and_gamma(name, func, change, error, match):
     args = {"J": J0, "prior": P0, "gamma": 0.1, **change}
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         func(args["J"], args["prior"], args["gamma"])
 
 
@@ -564,7 +564,7 @@ def test_kernels_reject_bad_j_prior_and_gamma(name, func, change, error, match):
 )
 def test_local_cost_rejects_bad_cov_and_mean_offset(kwargs, error, match):
     args = {"cov": EYE3, "mean_offset": None, **kwargs}
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         local_cost(args["cov"], J0, P0, 0.1, mean_offset=args["mean_offset"])
 
 
@@ -587,7 +587,7 @@ def test_local_cost_rejects_bad_cov_and_mean_offset(kwargs, error, match):
     ],
 )
 def test_optimal_posterior_variances_rejects_bad_input(J, prior_var, gamma, error, match):
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         optimal_posterior_variances(J, prior_var, gamma)
 
 
@@ -794,7 +794,7 @@ with seeded(0):  # modules for the bad-input tables, without touching the global
     ],
 )
 def test_ivae_constructor_rejects_bad_input(args, kwargs, error, match):
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         IVAE(*args, **kwargs)
 
 
@@ -824,7 +824,7 @@ UB = torch.zeros(4, AUX)
     ],
 )
 def test_ivae_methods_reject_bad_input(call, error, match):
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         call(MODEL)
 
 
@@ -848,7 +848,7 @@ def test_ivae_methods_reject_bad_input(call, error, match):
             ((-2, -3), 2, [4], 2),
             {},
             ValueError,
-            "input_shape",
+            "every entry of input_shape must be > 0",
         ),
         pytest.param(
             (None, 2, [4], 2),
@@ -859,7 +859,7 @@ def test_ivae_methods_reject_bad_input(call, error, match):
     ],
 )
 def test_mlp_ivae_rejects_bad_input(args, kwargs, error, match):
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         mlp_ivae(*args, **kwargs)
 
 
@@ -979,7 +979,7 @@ UR = torch.zeros(4, AUX, dtype=F64)
     ],
 )
 def test_representations_reject_bad_input(model, x, u, kwargs, error, match):
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         representations(model, x, u, **kwargs)
 
 
@@ -1093,7 +1093,7 @@ def test_classify_latents_consistency_boundary(label):
 
 def test_latent_classes_indices_reject_an_unknown_label():
     classes = classify_latents(np.zeros((2, 3)), np.ones((2, 3)))
-    with pytest.raises(ValueError, match="label must be one of"):
+    with pytest.raises(ValueError, match=r"^label must be one of"):
         classes.indices("dead")
     assert classes.counts() == {"passive": 3, "active": 0, "mixed": 0}
     assert classes.active.size == 0
@@ -1143,7 +1143,7 @@ VAR = np.ones((4, 3))
     ],
 )
 def test_classify_latents_rejects_bad_input(args, kwargs, error, match):
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         classify_latents(*args, **kwargs)
 
 
@@ -1231,7 +1231,7 @@ def test_laplace_variances_of_a_bernoulli_decoder_use_the_fisher_weighted_jacobi
     ],
 )
 def test_laplace_variances_reject_bad_input(model, mu, prior_var, error, match):
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match="^" + match):
         laplace_posterior_variances(model, mu, prior_var)
 
 
