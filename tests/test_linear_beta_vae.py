@@ -160,10 +160,17 @@ def test_solve_has_the_closed_form_structure(beta):
     # Columns are eigenvectors of Σx (up to sign), zero once β >= λ_i.
     overlap = (U.T @ model.D).abs()
     torch.testing.assert_close(overlap, torch.diag(d.sqrt()), rtol=1e-10, atol=1e-10)
-    eye = torch.eye(2, dtype=F64)
-    W_mu = torch.linalg.solve(DtD + beta * eye, model.D.T)
-    torch.testing.assert_close(model.W_mu, W_mu, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(torch.exp(model.b_sigma), beta / (d + beta), rtol=1e-12, atol=0)
+    # The encoder is the exact posterior of z ~ N(0, I), x | z ~ N(Dz, βI) (β as decoder
+    # noise): conditioning the joint Gaussian in data space, cov(z, x) = Dᵀ and
+    # cov(x) = DDᵀ + βI, gives mean Dᵀ(DDᵀ + βI)⁻¹x and covariance I - Dᵀ(DDᵀ + βI)⁻¹D,
+    # a route independent of solve's latent-space (DᵀD + βI)⁻¹Dᵀ.
+    cov_x = model.D @ model.D.T + beta * torch.eye(model.D.shape[0], dtype=F64)
+    gain = torch.linalg.solve(cov_x, model.D).T  # Dᵀ(DDᵀ + βI)⁻¹ (cov_x is symmetric)
+    torch.testing.assert_close(model.W_mu, gain, rtol=1e-10, atol=1e-12)
+    posterior_cov = torch.eye(2, dtype=F64) - gain @ model.D
+    torch.testing.assert_close(
+        posterior_cov, torch.diag(torch.exp(model.b_sigma)), atol=1e-12, rtol=0
+    )
     for zero in (model.b_D, model.b_mu, model.W_sigma):
         assert bool((zero == 0).all())
 
