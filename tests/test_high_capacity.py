@@ -4,6 +4,7 @@ case, brute-force and Monte Carlo optimal decoders, synthetic kinks and a scipy 
 the concave problem of Proposition 5."""
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -104,11 +105,9 @@ def test_grid_basis_default_is_32_by_32_on_the_centred_unit_square():
         ({"high": math.inf}, ValueError, "low and high must be finite"),
         ({"low": math.nan}, ValueError, "low and high must be finite"),
         ({"high": math.nan}, ValueError, "low and high must be finite"),
-        pytest.param(
-            {"low": None},
-            TypeError,
-            "low",
-        ),
+        ({"low": None}, TypeError, "low must be a number, got NoneType$"),
+        ({"high": None}, TypeError, "high must be a number, got NoneType$"),
+        ({"low": "0"}, TypeError, "low must be a number, got str$"),
     ],
 )
 def test_grid_basis_rejects_bad_input(kwargs, error, match):
@@ -411,6 +410,9 @@ def test_default_init_is_the_grid_plus_uniform_noise_and_seeded():
     assert noise.min() < -0.09 and noise.max() > 0.09  # spans the interval
     assert abs(noise.mean()) < 0.01
     assert noise.std() == pytest.approx(0.2 / math.sqrt(12), rel=0.05)  # uniform, not normal
+    # drawn in float64, like the rest: the noise is not on float32's grid of 2^-24 steps
+    steps = (noise + 0.1) / 0.2 * 2**24
+    assert np.mean(np.abs(steps - np.round(steps)) > 1e-3) > 0.9
     # Default seed is 0: two calls without a seed agree.
     d = fixed_points(X, 0.1, max_iter=1, dtype=F64).trajectory[0].numpy()
     e = fixed_points(X, 0.1, max_iter=1, seed=0, dtype=F64).trajectory[0].numpy()
@@ -419,7 +421,11 @@ def test_default_init_is_the_grid_plus_uniform_noise_and_seeded():
 
 @pytest.mark.parametrize("D", [1, 3])
 def test_default_init_needs_planar_data(D):
-    with pytest.raises(ValueError, match=r"^psi0 is required"):
+    message = (
+        rf"^psi0 is required when the data are not 2-D \(X has D = {D}\); "
+        "the default grid initialisation lives in the plane$"
+    )
+    with pytest.raises(ValueError, match=message):
         fixed_points(np.zeros((4, D)), 0.1)
 
 
@@ -427,7 +433,7 @@ def test_trajectory_shape_ends_and_max_iter():
     X, psi0, prior = small_problem(8, n=5, m=6, D=3)
     out = fixed_points(X, 0.5, psi0=psi0, prior=prior, max_iter=7, tol=1e-300, dtype=F64)
     assert out.trajectory.shape == (8, 6, 3)
-    assert out.iterations == 7 and not out.converged
+    assert out.iterations == 7 and out.converged is False  # a bool, as documented
     np.testing.assert_array_equal(out.trajectory[0].numpy(), psi0)
     assert torch.equal(out.trajectory[-1], out.psi)
     # float32: the ends are ψ0 and ψ up to float32 rounding
@@ -481,7 +487,7 @@ BAD_PSI = np.array([[0.0, 0.0], [0.1, -0.1], [0.2, 0.3]])
         ({"psi0": np.zeros(2)}, ValueError, r"psi0 must be \(m, 2\)"),
         ({"psi0": np.full((3, 2), np.nan)}, ValueError, "psi0 must be finite"),
         ({"psi0": "grid"}, TypeError, "psi0 must be a tensor"),
-        ({"prior": uniform(4)}, ValueError, r"prior must be \(3,\)"),
+        ({"prior": uniform(4)}, ValueError, r"prior must be \(3,\), one mass per tile"),
         ({"prior": np.full((3, 1), 1 / 3)}, ValueError, r"prior must be \(3,\)"),
         ({"prior": np.array([0.5, 0.5, 0.0])}, ValueError, "prior must hold positive"),
         ({"prior": np.array([0.7, 0.5, -0.2])}, ValueError, "prior must hold positive"),
@@ -533,6 +539,13 @@ def test_reconstruction_curve_default_init_is_shared_across_betas():
     curve = reconstruction_curve(X, betas, max_iter=3, seed=2)
     loop = [fixed_points(X, b, max_iter=3, seed=2).reconstruction_error for b in betas]
     np.testing.assert_allclose(curve, loop, rtol=1e-12)
+
+
+def test_reconstruction_curve_reads_betas_of_any_real_type():
+    # a sequence of numbers: fractions are read as the float64 numbers they are
+    kwargs = {"psi0": BAD_PSI, "max_iter": 5, "dtype": F64}
+    exact = reconstruction_curve(BAD_X, [Fraction(1, 20), Fraction(7, 10)], **kwargs)
+    np.testing.assert_array_equal(exact, reconstruction_curve(BAD_X, [0.05, 0.7], **kwargs))
 
 
 @pytest.mark.parametrize(
@@ -699,6 +712,29 @@ def test_critical_betas_between_grid_points_is_within_one_step():
     np.testing.assert_allclose(found, kinks, rtol=0, atol=0.01 + 1e-12)
 
 
+def test_critical_betas_ranks_by_the_second_derivative_on_an_uneven_grid():
+    # |u''| at a kink is about Δslope / h: on a geometric grid a slope change of 1 where the
+    # steps are 65 times smaller outranks a slope change of 3
+    kinks = GEOMETRIC[[24, 96]]
+    u = kinked(GEOMETRIC, kinks, [1.0, 3.0])
+    np.testing.assert_array_equal(critical_betas(GEOMETRIC, u, top=1), kinks[:1])
+    np.testing.assert_array_equal(critical_betas(GEOMETRIC, u, top=2), kinks)
+
+
+@pytest.mark.parametrize("end", ["left", "right"])
+def test_critical_betas_at_the_ends_of_the_grid(end):
+    left = end == "left"
+    # |u''| of e^{∓β/τ} is highest at an end and falls off from it: no local maximum there,
+    # however high, so the one critical β is the kink in the middle
+    decay = np.exp(-UNIFORM / 0.005) if left else np.exp((UNIFORM - 1) / 0.005)
+    u = decay + kinked(UNIFORM, UNIFORM[[50]], [1.0])
+    np.testing.assert_array_equal(critical_betas(UNIFORM, u, top=1), UNIFORM[[50]])
+    # but a kink a quarter step inside the second (or last but one) grid point is a peak there
+    kink = UNIFORM[1] + 0.0025 if left else UNIFORM[-2] - 0.0025
+    found = critical_betas(UNIFORM, kinked(UNIFORM, [kink], [1.0]), top=1, smooth=0)
+    np.testing.assert_array_equal(found, UNIFORM[[1]] if left else UNIFORM[[-2]])
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_critical_betas_survives_small_noise(seed):
     kinks = UNIFORM[[20, 50, 80]]
@@ -855,10 +891,12 @@ TWO_X = np.array([[0.0, 1.0], [1.0, 0.0]])
             ValueError,
             "support: every data point needs at least one tile",
         ),
-        pytest.param(
-            {"support": None},
-            TypeError,
-            "support",
+        ({"support": None}, TypeError, r"support must be a bool array \(n, m\), got NoneType$"),
+        ({"support": "mask"}, TypeError, r"support must be a bool array \(n, m\), got str$"),
+        (  # n = 2 data points in D = 3
+            {"X": np.ones((2, 3)), "support": GOOD_SUPPORT[:1]},
+            ValueError,
+            r"support must be a bool \(n, m\) array with n = 2, got torch.bool of shape \(1, 3\)$",
         ),
         ({"masses": np.ones(2)}, ValueError, r"masses must be \(3,\) positive"),
         ({"masses": np.ones((3, 1))}, ValueError, r"masses must be \(3,\) positive"),
@@ -983,6 +1021,28 @@ def test_equipartition_residual_matches_gamma_at_max_iter(max_iter):
     assert residual == pytest.approx(np.abs(mean_r[gamma > 1e-12] - 1).max(), rel=1e-6)
 
 
+def test_equipartition_by_default_runs_10000_em_steps_from_uniform():
+    # equal rows, tile 1 worse by d: an EM step multiplies γ_1 / γ_0 by e = exp(-d/β), and the
+    # residual stays (1 - e) / (1 + e γ_1/γ_0) ≈ 1e-3 > tol, so the default run takes all of
+    # max_iter = 10_000 steps from γ = (1/2, 1/2)
+    d, beta = 1e-3, 1.0
+    gamma, residual = equipartition(np.tile([0.0, d], (3, 1)), beta)
+    e = math.exp(-d / beta)
+    odds = e**10_000
+    np.testing.assert_allclose(gamma.numpy(), [1 / (1 + odds), odds / (1 + odds)], rtol=1e-9)
+    assert residual == pytest.approx((1 - e) / (1 + e * odds), rel=1e-9)
+
+
+def test_equipartition_returns_a_start_that_already_meets_tol():
+    # the residual of the uniform start, computed directly; with tol above it, no EM step runs
+    m, beta = EQ_H.shape[1], 0.2
+    start = np.abs(mean_responsibility(EQ_H, np.full(m, 1 / m), beta) - 1).max()
+    gamma, residual = equipartition(EQ_H, beta, tol=2 * start)
+    assert gamma.dtype == F64
+    np.testing.assert_allclose(gamma.numpy(), 1 / m, rtol=1e-15)
+    assert residual == pytest.approx(start, rel=1e-10)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -1033,6 +1093,34 @@ def test_lipschitz_constraint_pairs_bounds_and_laplacian():
     np.testing.assert_allclose(local.laplacian.numpy(), _incidence_laplacian(local.pairs, 16))
     every = lipschitz_constraint(centres, width, 2.0)
     assert len(every.pairs) == 16 * 15 // 2
+
+
+def test_lipschitz_constraint_radius_is_strict_and_two_tiles_make_a_pair():
+    line = [[float(k), 0.0] for k in range(4)]  # unit steps: the distances are exact
+    # "only pairs closer than radius": radius 2 keeps the neighbours, not the pairs 2 apart
+    local = lipschitz_constraint(line, 0.5, 1.0, radius=2.0)
+    assert {tuple(p) for p in local.pairs.tolist()} == {(0, 1), (1, 2), (2, 3)}
+    # m >= 2 tiles: two make one pair
+    assert lipschitz_constraint(line[:2], 0.5, 1.0).pairs.tolist() == [[0, 1]]
+
+
+GRID4 = grid_basis(4)[0]
+GRID4_F = 3.0 * GRID4.flip(0)  # far from feasible for L = 0.5
+GRID4_WEIGHTS = torch.linspace(0.5, 1.5, 16, dtype=F64)
+
+
+def _project_on_grid4(**admm):
+    constraint = lipschitz_constraint(GRID4, 0.25, 0.5, **admm)
+    return constraint.project(GRID4_F, GRID4_WEIGHTS)[0]
+
+
+def test_lipschitz_constraint_passes_its_admm_settings_on():
+    tuned = lipschitz_constraint(GRID4, 0.25, 0.5, rho=2.5, inner_iter=7)
+    assert tuned.rho == 2.5 and tuned.inner_iter == 7
+    # project runs inner_iter ADMM iterations unless told otherwise
+    psi, _ = tuned.project(GRID4_F, GRID4_WEIGHTS)
+    assert torch.equal(psi, tuned.project(GRID4_F, GRID4_WEIGHTS, max_iter=7)[0])
+    assert not torch.equal(psi, tuned.project(GRID4_F, GRID4_WEIGHTS, max_iter=8)[0])
 
 
 def _small_problem(seed=0, m=6, D=2):
@@ -1088,6 +1176,59 @@ def test_projection_satisfies_the_constraint_and_solves_the_weighted_problem():
     np.testing.assert_allclose(psi.numpy().ravel(), reference.x, atol=1e-5)
 
 
+def test_projection_admm_starts_from_the_candidate():
+    # a cold start sets e_ab = F_a - F_b and no dual: the first ψ-update solves
+    # (W + ρL) ψ = W F + ρ Bᵀ B F = (W + ρL) F, so one iteration returns F itself
+    constraint, F, weights = _small_problem()
+    assert constraint.violation(F) > 0.1
+    psi, _ = constraint.project(F, weights, max_iter=1)
+    np.testing.assert_allclose(psi.numpy(), F.numpy(), rtol=0, atol=1e-13)
+
+
+def test_projection_leaves_a_candidate_on_the_boundary_unchanged():
+    # d = 1 * √(1² + 3²/3) = 2 exactly; |ψ_0 - ψ_1| = 2 satisfies the constraint with no slack
+    constraint = lipschitz_constraint([[0.0, 0.0], [1.0, 0.0]], 3.0, 1.0)
+    F = torch.tensor([[0.0, 0.0], [2.0, 0.0]], dtype=F64)
+    assert constraint.violation(F) == 0.0
+    psi, state = constraint.project(F, torch.ones(2, dtype=F64))
+    assert state is None and torch.equal(psi, F)
+
+
+def test_projection_accepts_zero_weights():
+    # weights are non-negative: a tile without posterior mass, or no tile with any
+    constraint, F, weights = _small_problem()
+    one_empty = weights.clone()
+    one_empty[2] = 0.0
+    for w in (one_empty, torch.zeros(6, dtype=F64)):
+        psi, _ = constraint.project(F, w, max_iter=20_000, tol=1e-10)
+        assert bool(torch.isfinite(psi).all())
+        assert constraint.violation(psi) < 1e-8
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e3])
+def test_projection_depends_on_the_ratios_of_the_weights_only(scale):
+    # Σ_a c w_a |ψ_a - F_a|² / 2 has the same minimiser over the constraint set for every c > 0
+    constraint, F, weights = _small_problem()
+    reference, _ = constraint.project(F, weights, max_iter=20_000, tol=1e-12)
+    psi, _ = constraint.project(F, scale * weights, max_iter=20_000, tol=1e-12)
+    np.testing.assert_allclose(psi.numpy(), reference.numpy(), rtol=0, atol=1e-9)
+
+
+def test_projection_splits_its_iterations_across_warm_started_calls():
+    # k ADMM iterations in one call are k calls of one iteration, each warm-started from the
+    # state of the last: the default tol = 0 never stops early, not even at a feasible iterate
+    # (second candidate: feasible, warm-started from an infeasible one's state)
+    constraint, F, weights = _small_problem()
+    _, warm = constraint.project(F, weights, max_iter=1)
+    for candidate, start in ((F, None), (0.01 * F, warm)):
+        whole, _ = constraint.project(candidate, weights, start, max_iter=20)
+        explicit, _ = constraint.project(candidate, weights, start, max_iter=20, tol=0.0)
+        psi, state = None, start
+        for _ in range(20):
+            psi, state = constraint.project(candidate, weights, state, max_iter=1)
+        assert torch.equal(whole, psi) and torch.equal(whole, explicit)
+
+
 def test_fixed_points_with_a_lipschitz_constraint_end_feasible():
     X = torch.tensor([[0.3, 0.0], [-0.3, 0.0], [0.0, 0.3]], dtype=F64)
     centres, masses = grid_basis(6)
@@ -1101,6 +1242,36 @@ def test_fixed_points_with_a_lipschitz_constraint_end_feasible():
     assert tied.reconstruction_error > free.reconstruction_error
 
 
+@pytest.mark.parametrize(("dtype", "atol"), [(F64, 1e-13), (torch.float32, 1e-6)])
+def test_constrained_steps_are_warm_started_weighted_projections(dtype, atol):
+    # every step: the smoothed eq. 15 step, projected with weights Σ_i q_i(a) (a prior that is
+    # not uniform matters there), the projection warm-started from the last step's state
+    X = np.array([[0.3, 0.0], [-0.3, 0.0], [0.0, 0.3]])
+    centres, _ = grid_basis(4)
+    prior = rng_of(3).uniform(0.2, 1.0, size=16)
+    prior /= prior.sum()
+    beta = 1e-2
+    constraint = lipschitz_constraint(centres, 0.25, 0.5, radius=0.4, inner_iter=3)
+    out = fixed_points(
+        X,
+        beta,
+        psi0=centres,
+        prior=prior,
+        constraint=constraint,
+        max_iter=4,
+        tol=1e-12,
+        dtype=dtype,
+    )
+    psi, state = centres.numpy(), None
+    for k in range(1, 5):
+        _, m_ia, F = eq15_parts(X, psi, prior, beta)
+        candidate = 0.9 * F + 0.1 * psi
+        assert constraint.violation(candidate) > 0.1  # the projection moves it
+        projected, state = constraint.project(candidate, (m_ia * prior).sum(0), state)
+        psi = projected.numpy()
+        np.testing.assert_allclose(out.trajectory[k].numpy(), psi, rtol=0, atol=atol)
+
+
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
@@ -1109,6 +1280,7 @@ def test_fixed_points_with_a_lipschitz_constraint_end_feasible():
         (lambda c: lipschitz_constraint(c, 0.1, 1.0, radius=0.0), ValueError, "radius"),
         (lambda c: lipschitz_constraint(c, 0.1, 1.0, radius=1e-6), ValueError, "radius"),
         (lambda c: lipschitz_constraint(c[:1], 0.1, 1.0), ValueError, "centres"),
+        (lambda c: lipschitz_constraint("grid", 0.1, 1.0), TypeError, "centres must be a tensor"),
         (lambda c: lipschitz_constraint(c, 0.1, 1.0, rho=0.0), ValueError, "rho"),
         (lambda c: lipschitz_constraint(c, 0.1, 1.0, inner_iter=0), ValueError, "inner_iter"),
         (
@@ -1131,10 +1303,47 @@ def test_fixed_points_with_a_lipschitz_constraint_end_feasible():
             ValueError,
             "weights",
         ),
+        (  # one row short of the largest tile index, 15
+            lambda c: lipschitz_constraint(c, 0.1, 1.0).project(torch.ones(15, 2), torch.ones(15)),
+            ValueError,
+            r"F must be \(m, D\) with m > every tile index of pairs, got \(15, 2\)$",
+        ),
+        (  # one row too many, and infeasible
+            lambda c: lipschitz_constraint(c, 0.1, 1.0).project(
+                torch.arange(34.0).reshape(17, 2), torch.ones(17)
+            ),
+            ValueError,
+            "F has 17 tiles but the constraint has 16$",
+        ),
+        (  # one row too many, and feasible: still the wrong number of tiles
+            lambda c: lipschitz_constraint(c, 0.1, 1.0).project(torch.zeros(17, 2), torch.ones(17)),
+            ValueError,
+            "F has 17 tiles but the constraint has 16$",
+        ),
+        (
+            lambda c: lipschitz_constraint(c, 0.1, 1.0).project("F", torch.ones(16)),
+            TypeError,
+            "F must be a tensor",
+        ),
+        (
+            lambda c: lipschitz_constraint(c, 0.1, 1.0).project(torch.ones(16, 2), "w"),
+            TypeError,
+            "weights must be a tensor",
+        ),
+        (
+            lambda c: lipschitz_constraint(c, 0.1, 1.0).project(c, torch.ones(16), max_iter=0),
+            ValueError,
+            "max_iter must be > 0",
+        ),
+        (
+            lambda c: lipschitz_constraint(c, 0.1, 1.0).violation("psi"),
+            TypeError,
+            "psi must be a tensor",
+        ),
         (
             lambda c: fixed_points(torch.zeros(2, 2), 0.1, constraint="local"),
             TypeError,
-            "constraint",
+            "constraint must be a LipschitzConstraint, got str$",
         ),
     ],
 )
@@ -1166,6 +1375,33 @@ def test_tile_elbo_matches_its_formula_and_is_stationary_at_a_fixed_point():
     assert tile_elbo(X, found.psi, other, masses, beta) < value
 
 
+ELBO_X = np.array([[0.1, 0.2], [-0.3, 0.4], [0.5, -0.1]])
+ELBO_PSI = np.array([[0.0, 0.0], [0.1, -0.1], [0.2, 0.3], [0.3, 0.3]])
+
+
+def test_tile_elbo_of_a_partition_posterior():
+    # empty tiles (q_i(a) = 0) contribute 0 log 0 = 0: with x_i on tile a_i alone,
+    # F = -(1/n) Σ_i |x_i - ψ_{a_i}|² / 2 - β (1/n) Σ_i log(1 / π_{a_i})
+    prior = np.array([0.1, 0.2, 0.3, 0.4])
+    owner = [2, 0, 3]
+    beta = 0.7
+    energy = np.mean([np.sum((ELBO_X[i] - ELBO_PSI[a]) ** 2) for i, a in enumerate(owner)])
+    expected = -energy / 2 - beta * np.mean(-np.log(prior[owner]))
+    value = tile_elbo(ELBO_X, ELBO_PSI, np.eye(4)[owner], prior, beta)
+    assert value.item() == pytest.approx(expected, rel=1e-14)
+
+
+def test_tile_elbo_normalises_a_float32_prior():
+    # float32 masses sum to 1 only to about 1e-8; the prior is their normalised version, so a
+    # posterior equal to it has KL = 0 and F is the energy term alone
+    prior = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    assert abs(prior.double().sum().item() - 1) > 1e-8
+    q = (prior.double() / prior.double().sum()).expand(3, 4).numpy()
+    H = ((ELBO_X[:, None] - ELBO_PSI[None]) ** 2).sum(-1)
+    value = tile_elbo(ELBO_X, ELBO_PSI, q, prior, 1.0)
+    assert value.item() == pytest.approx(-np.mean(np.sum(q * H, axis=1)) / 2, rel=0, abs=1e-15)
+
+
 def test_nearest_neighbour_error_and_tile_masses_on_a_known_decoder():
     X = torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=F64)
 
@@ -1190,6 +1426,44 @@ def test_nearest_neighbour_error_and_tile_masses_on_a_known_decoder():
     assert share.tolist() == pytest.approx([0.5, 0.5], abs=0.01)  # N(0, I) splits evenly
 
 
+def image_decoder(z):
+    """``(N, 2) -> (N, 1, 2, 2)``: the image ``[[z0, z1], [z0 + z1, z0 - z1]]``."""
+    pixels = torch.stack([z[:, 0], z[:, 1], z[:, 0] + z[:, 1], z[:, 0] - z[:, 1]], 1)
+    return pixels.reshape(-1, 1, 2, 2)
+
+
+def test_nearest_neighbour_error_on_image_shaped_data():
+    # X (n, 1, 2, 2) with n = 3: nearest by brute force over the 4 flattened pixels
+    X = image_decoder(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]], dtype=F64))
+    z = torch.tensor([[0.9, 0.2], [-0.5, -0.7], [0.1, 0.8], [0.4, 0.45]], dtype=F64)
+    mse, _, nearest = nearest_neighbour_error(image_decoder, z, X)
+    out, flat = image_decoder(z).reshape(4, 4), X.reshape(3, 4)
+    brute = [
+        min(range(3), key=lambda j, i=i: float(((out[i] - flat[j]) ** 2).sum())) for i in range(4)
+    ]
+    assert nearest.tolist() == brute and len(set(brute)) == 3
+    torch.testing.assert_close(mse, ((out - flat[brute]) ** 2).mean(1), rtol=1e-15, atol=0)
+
+
+# three points on the unit circle at 0°, 90° and 180°, and one far below
+CONES_X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -60.0]], dtype=F64)
+
+
+def test_tile_masses_are_the_prior_masses_of_voronoi_cones():
+    # identity decoder: the tiles of the points on the circle are cones of 135°, 90° and 135°,
+    # of mass 3/8, 1/4, 3/8 under N(0, I); the far point is nearest to no sample, mass 0
+    share = tile_masses(lambda z: z, CONES_X)
+    assert share.dtype == F64 and share.shape == (4,)
+    np.testing.assert_allclose(share.numpy(), [3 / 8, 1 / 4, 3 / 8, 0.0], rtol=0, atol=0.015)
+    # seeded: the global RNG does not matter, another seed draws other samples
+    torch.manual_seed(1)
+    a = tile_masses(lambda z: z, CONES_X, n_samples=2000, seed=5)
+    torch.manual_seed(2)
+    b = tile_masses(lambda z: z, CONES_X, n_samples=2000, seed=5)
+    c = tile_masses(lambda z: z, CONES_X, n_samples=2000, seed=6)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
@@ -1198,7 +1472,33 @@ def test_nearest_neighbour_error_and_tile_masses_on_a_known_decoder():
                 torch.zeros(2, 2), torch.zeros(3, 1), torch.ones(2, 3) / 3, torch.ones(3) / 3, 0.1
             ),
             ValueError,
-            "psi",
+            r"psi must be \(m, 2\), got shape \(3, 1\)$",
+        ),
+        (
+            lambda: tile_elbo(
+                torch.zeros(2, 2), "psi", torch.ones(2, 3) / 3, torch.ones(3) / 3, 0.1
+            ),
+            TypeError,
+            "psi must be a tensor",
+        ),
+        (
+            lambda: tile_elbo(torch.zeros(2, 2), torch.zeros(3, 2), "q", torch.ones(3) / 3, 0.1),
+            TypeError,
+            "posterior must be a tensor",
+        ),
+        (  # n = 4 data points, m = 3 tiles, in D = 2
+            lambda: tile_elbo(
+                torch.zeros(4, 2), torch.zeros(3, 2), torch.ones(4, 2) / 2, torch.ones(3) / 3, 0.1
+            ),
+            ValueError,
+            r"posterior must be non-negative \(4, 3\), got shape \(4, 2\)$",
+        ),
+        (
+            lambda: tile_elbo(
+                torch.zeros(2, 2), torch.zeros(3, 2), torch.ones(2, 3) / 3, torch.ones(4) / 4, 0.1
+            ),
+            ValueError,
+            r"prior must be \(3,\)",
         ),
         (
             lambda: tile_elbo(
@@ -1231,8 +1531,19 @@ def test_nearest_neighbour_error_and_tile_masses_on_a_known_decoder():
         (
             lambda: nearest_neighbour_error("g", torch.zeros(2, 2), torch.zeros(3, 2)),
             TypeError,
-            "decoder",
+            "decoder must be callable, got str$",
         ),
+        (
+            lambda: nearest_neighbour_error(lambda z: z, "z", torch.zeros(3, 2)),
+            TypeError,
+            "z must be a tensor",
+        ),
+        (
+            lambda: nearest_neighbour_error(lambda z: z, torch.zeros(2, 2), "X"),
+            TypeError,
+            "X must be a tensor",
+        ),
+        (lambda: tile_masses(lambda z: z, "X"), TypeError, "X must be a tensor"),
         (
             lambda: nearest_neighbour_error(lambda z: z, torch.zeros(2), torch.zeros(3, 2)),
             ValueError,
@@ -1261,3 +1572,119 @@ def test_nearest_neighbour_error_and_tile_masses_on_a_known_decoder():
 def test_tile_readings_bad_input(call, error, match):
     with pytest.raises(error, match="^" + match):
         call()
+
+
+# -- across the module: defaults, input types, stopping rules -------------------------------------
+
+
+FOUR_KINKS = kinked(UNIFORM, UNIFORM[[15, 40, 60, 85]], [4.0, 0.5, 1.0, 2.0])
+PROJECTION = _small_problem()  # (constraint, F, weights), F infeasible
+
+
+DEFAULTS = {  # a call left to its defaults, and the documented values they stand for
+    "fixed_points": (
+        lambda **kw: fixed_points(BAD_X, 0.5, psi0=BAD_PSI, tol=1e-300, **kw).trajectory,
+        {"prior": uniform(3), "smoothing": 0.9, "max_iter": 400, "seed": 0, "dtype": torch.float32},
+    ),
+    "critical_betas": (
+        lambda **kw: critical_betas(UNIFORM, FOUR_KINKS, **kw),
+        {"top": 3, "smooth": 1},
+    ),
+    "tile_masses": (
+        lambda **kw: tile_masses(lambda z: z, CONES_X, **kw),
+        {"n_samples": 20_000, "latent_dim": 2, "seed": 0},
+    ),
+    # rho and inner_iter: LipschitzConstraint's defaults
+    "lipschitz_constraint": (_project_on_grid4, {"rho": 1.0, "inner_iter": 20}),
+    # max_iter: the constraint's inner_iter, 20
+    "project": (
+        lambda **kw: PROJECTION[0].project(PROJECTION[1], PROJECTION[2], **kw)[0],
+        {"max_iter": 20, "tol": 0.0},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_defaults_are_the_documented_values(name):
+    call, documented = DEFAULTS[name]
+    default, explicit = call(), call(**documented)
+    assert default.shape == explicit.shape
+    np.testing.assert_array_equal(np.asarray(default), np.asarray(explicit))
+
+
+def _fixed_point_outputs(f):
+    out = fixed_points(
+        f(BAD_X), 0.5, psi0=f(BAD_PSI), prior=f([0.2, 0.3, 0.5]), max_iter=3, dtype=F64
+    )
+    return (
+        out.trajectory,
+        out.posterior,
+        torch.tensor([out.reconstruction_error, out.kl], dtype=F64),
+    )
+
+
+FLOAT64_CASES = {  # each applies f to its floating-point inputs and returns its float outputs
+    "fixed_points": _fixed_point_outputs,
+    "tile_elbo": lambda f: (
+        tile_elbo(f(ELBO_X), f(ELBO_PSI), f(np.full((3, 4), 0.25)), f([0.1, 0.2, 0.3, 0.4]), 0.7),
+    ),
+    "partition_decoder": lambda f: (
+        partition_decoder(f(TWO_X + 0.1), GOOD_SUPPORT, f([0.1, 0.2, 0.7]))[0],
+    ),
+    "equipartition": lambda f: (equipartition(f(EQ_H), 0.2, max_iter=5)[0],),
+    "critical_betas": lambda f: (
+        critical_betas(
+            f(UNIFORM), f(kinked(UNIFORM, UNIFORM[[20, 50, 80]], [1.0, -3.0, 2.0])), top=10
+        ),
+    ),
+    "two_point_map": lambda f: (two_point_map(f(np.linspace(-0.6, 0.6, 13)), 0.3, 0.05),),
+    "lipschitz_constraint": lambda f: (
+        lipschitz_constraint(f(GRID4 + 0.01), 0.25, 0.5, radius=0.4).bounds,
+    ),
+    "violation": lambda f: (np.float64(PROJECTION[0].violation(f(PROJECTION[1]))),),
+    "project": lambda f: (PROJECTION[0].project(f(PROJECTION[1]), f(PROJECTION[2]))[0],),
+    "nearest_neighbour_error": lambda f: (
+        nearest_neighbour_error(
+            lambda z: z, torch.tensor([[0.3, 0.1], [-0.2, 0.7]], dtype=F64), f(0.3 * CONES_X[:3])
+        )[0],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [lambda a: np.asarray(a).tolist(), lambda a: np.asarray(a, dtype=np.float32)],
+    ids=["list", "float32"],
+)
+@pytest.mark.parametrize("name", FLOAT64_CASES)
+def test_inputs_are_read_in_float64(name, convert):
+    # lists and float32 arrays give the float64 results of float64 arrays of the same values
+    got = FLOAT64_CASES[name](convert)
+    want = FLOAT64_CASES[name](lambda a: np.asarray(convert(a), dtype=np.float64))
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype in (F64, np.float64)
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+def test_stopping_rules_at_exactly_tol():
+    # fixed_points stops when a step moves ψ by "less than tol": a step of exactly tol goes on
+    X, psi0, prior = small_problem(9)
+    first = fixed_points(X, 0.5, psi0=psi0, prior=prior, max_iter=1, dtype=F64)
+    step = torch.linalg.norm(first.trajectory[1] - first.trajectory[0]).item()
+    out = fixed_points(X, 0.5, psi0=psi0, prior=prior, max_iter=3, tol=step, dtype=F64)
+    assert out.iterations > 1 and torch.equal(out.trajectory[1], first.trajectory[1])
+    # equipartition stops when the residual "falls below tol": one equal to tol goes on (every
+    # point nearest to a tile of its own: the residual falls from the start)
+    H = rng_of(30).uniform(0.5, 1.0, size=(4, 4))
+    np.fill_diagonal(H, 0.0)
+    _, residual = equipartition(H, 0.2, max_iter=1)
+    gamma, _ = equipartition(H, 0.2, max_iter=2, tol=residual)
+    assert torch.equal(gamma, equipartition(H, 0.2, max_iter=2)[0])
+    # project stops when ψ is "within tol of feasible": exactly tol away stops it
+    constraint, F, weights = PROJECTION
+    F = 0.2 * F
+    first, _ = constraint.project(F, weights, max_iter=1)
+    gap = constraint.violation(first)
+    assert 0 < gap < 1
+    psi, _ = constraint.project(F, weights, max_iter=10, tol=gap)
+    assert torch.equal(psi, first)

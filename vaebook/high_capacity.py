@@ -100,11 +100,10 @@ def _data(X) -> torch.Tensor:
     return X
 
 
-def _log_masses(prior, m: int | None) -> torch.Tensor:
+def _log_masses(prior, m: int) -> torch.Tensor:
     prior = as_tensor(prior, "prior", dtype=F64)
-    if prior.dim() != 1 or (m is not None and prior.shape[0] != m):
-        expected = "(m,)" if m is None else f"({m},), one mass per row of psi0"
-        raise ValueError(f"prior must be {expected}, got shape {tuple(prior.shape)}")
+    if prior.dim() != 1 or prior.shape[0] != m:
+        raise ValueError(f"prior must be ({m},), one mass per tile, got shape {tuple(prior.shape)}")
     if bool((prior <= 0).any()):
         raise ValueError("prior must hold positive masses")
     if abs(prior.sum().item() - 1.0) > 1e-6:  # float32 masses round to about 1e-7
@@ -178,10 +177,10 @@ class LipschitzConstraint:
             raise ValueError(f"weights must be ({m},) and non-negative, got {tuple(weights.shape)}")
         max_iter = self.inner_iter if max_iter is None else check_positive_int(max_iter, "max_iter")
         src, dst = self.pairs[:, 0], self.pairs[:, 1]
-        if state is None and self.violation(F) <= 0.0:
-            return F.clone(), None
         if self.laplacian.shape != (m, m):
             raise ValueError(f"F has {m} tiles but the constraint has {len(self.laplacian)}")
+        if state is None and self.violation(F) <= 0.0:
+            return F.clone(), None
         w = weights / weights.max().clamp_min(1e-300) + 1e-9  # scale-free; no singular tile
         chol = torch.linalg.cholesky(torch.diag(w) + self.rho * self.laplacian)
         if state is None:
