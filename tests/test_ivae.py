@@ -197,6 +197,20 @@ def test_optimal_posterior_covariance_is_symmetric_pd_and_batched(gen, make_spd)
     )
 
 
+def test_optimal_posterior_covariance_treats_each_batch_member_at_its_own_scale(gen):
+    # eq. 11 is unchanged by (J, γ) -> (cJ, c²γ). In a batch of J and 1e-9 J' at γ = 1e-18 the
+    # second member's JᵀJ is 1e-18 of the first's, far below the first's round-off, yet it is
+    # no null space: its covariance is eq. 11 of (J', γ = 1), not the prior.
+    G, prior = randn(gen, 2, 5, 3), positive(gen, 3)
+    cov = optimal_posterior_covariance(torch.stack([G[0], 1e-9 * G[1]]), prior, 1e-18)
+    np.testing.assert_allclose(
+        cov[0].numpy(), explicit_covariance(G[0], prior, 1e-18), rtol=1e-10, atol=1e-30
+    )
+    np.testing.assert_allclose(
+        cov[1].numpy(), explicit_covariance(G[1], prior, 1.0), rtol=1e-10, atol=1e-14
+    )
+
+
 @pytest.mark.parametrize("gamma", [1.0, 1e-4])
 def test_standard_prior_reproduces_dai_and_wipfs_optimal_encoder_covariance(gen, gamma):
     J = randn(gen, 3, 7, 4)
@@ -466,6 +480,54 @@ def test_local_cost_batches_over_covariances_and_offsets(gen, make_spd):
     assert got[3].item() == pytest.approx(
         direct_local_cost(covs[0], J, prior, 0.7, offsets[3].numpy()), rel=1e-12
     )
+    # A (2, 3) batch of Jacobians, priors (each with its own log-determinant), covariances and
+    # offsets: every member is eq. 10 of its own inputs, and the result has the batch's shape.
+    Js, priors, covs, offsets = (
+        randn(gen, 2, 3, 4, 3),
+        make_spd(3, 2, 3),
+        make_spd(3, 2, 3),
+        randn(gen, 2, 3, 3),
+    )
+    got = local_cost(covs, Js, priors, 0.7, mean_offset=offsets)
+    assert got.shape == (2, 3)
+    for i in range(2):
+        for j in range(3):
+            expected = direct_local_cost(
+                covs[i, j], Js[i, j], priors[i, j], 0.7, offsets[i, j].numpy()
+            )
+            assert got[i, j].item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("prior_kind", ["diagonal", "full"])
+def test_kernels_read_python_floats_in_the_dtype_of_j(gen, make_spd, prior_kind):
+    # prior_cov, cov and mean_offset given as nested lists of Python floats are read in J's
+    # float64 (not float32: positive() and make_spd() give numbers float32 cannot hold), so
+    # the results match the float64 references to float64 precision and equal the results
+    # for float64 tensors exactly.
+    J = randn(gen, 5, 3)
+    prior = positive(gen, 3) if prior_kind == "diagonal" else make_spd(3)
+    cov, offset, gamma = make_spd(3), randn(gen, 3), 0.3
+    plist = prior.tolist()
+
+    got = optimal_posterior_covariance(J, plist, gamma)
+    assert got.dtype == F64
+    np.testing.assert_allclose(got.numpy(), explicit_covariance(J, prior, gamma), rtol=1e-10)
+    assert torch.equal(got, optimal_posterior_covariance(J, prior, gamma))
+
+    lower, upper = eigenvalue_bounds(J, plist, gamma)
+    assert lower.dtype == upper.dtype == F64
+    prior_eig = np.linalg.eigvalsh(as_matrix(prior))
+    jtj = np.sort(np.linalg.eigvalsh((J.T @ J).numpy()))[::-1]
+    np.testing.assert_allclose(lower.numpy(), 1 / (1 / prior_eig[0] + jtj / gamma), rtol=1e-10)
+    np.testing.assert_allclose(upper.numpy(), 1 / (1 / prior_eig[-1] + jtj / gamma), rtol=1e-10)
+    for a, b in zip((lower, upper), eigenvalue_bounds(J, prior, gamma), strict=True):
+        assert torch.equal(a, b)
+
+    got = local_cost(cov.tolist(), J, plist, gamma, mean_offset=offset.tolist())
+    assert got.dtype == F64
+    expected = direct_local_cost(cov, J, prior, gamma, offset.numpy())
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+    assert torch.equal(got, local_cost(cov, J, prior, gamma, mean_offset=offset))
 
 
 @pytest.mark.parametrize("prior_kind", ["diagonal", "full"])
@@ -695,6 +757,15 @@ def test_ivae_gaussian_likelihood_and_beta(gen):
     torch.testing.assert_close(terms.objective, terms.reconstruction - 2.5 * terms.kl)
     # Gaussian: E[x|z] is the decoder output itself.
     torch.testing.assert_close(model.reconstruct(x, u), model.decode(mu.detach()))
+    # The default log_gamma is 0: a unit-variance decoder, the same as log_gamma = 0.0 given.
+    default = IVAE(encoder, decoder, prior, likelihood="gaussian").double()
+    explicit = IVAE(encoder, decoder, prior, likelihood="gaussian", log_gamma=0.0).double()
+    terms = default.terms(x, u, generator=seeded_gen(2))
+    expected = Normal(model.decode(z), 1.0).log_prob(x).sum((1, 2))
+    torch.testing.assert_close(terms.reconstruction, expected, rtol=1e-12, atol=1e-12)
+    other = explicit.terms(x, u, generator=seeded_gen(2))
+    assert torch.equal(terms.reconstruction, other.reconstruction)
+    assert torch.equal(terms.kl, other.kl)
 
 
 def test_ivae_encoder_sees_x_and_u_concatenated(gen):
@@ -706,6 +777,12 @@ def test_ivae_encoder_sees_x_and_u_concatenated(gen):
     torch.testing.assert_close(logvar, logvar2, rtol=0, atol=0)
     moved, _ = model.encode(x, u + 0.5)
     assert (moved - mu).abs().max().item() > 1e-4  # changing u changes the posterior
+    # u as lists of Python floats is read in x's float64 (these values are not float32 ones):
+    # exactly the posterior and the reconstruction of the float64 tensor.
+    u64 = randn(gen, 6, AUX)
+    for a, b in zip(model.encode(x, u64.tolist()), model.encode(x, u64), strict=True):
+        assert a.dtype == F64 and torch.equal(a, b)
+    assert torch.equal(model.reconstruct(x, u64.tolist()), model.reconstruct(x, u64))
 
 
 def test_ivae_reconstruct_and_sample_decode_the_documented_latents(gen):
@@ -736,6 +813,19 @@ def test_mlp_ivae_is_seeded_and_has_the_documented_layers():
     assert any(isinstance(m, nn.LeakyReLU) for m in a.prior_net.modules())
     assert a.likelihood == "bernoulli" and not a.learn_prior_mean
     assert small_ivae(likelihood="gaussian").likelihood == "gaussian"
+    # The default seed is 0.
+    default, explicit = small_ivae().state_dict(), small_ivae(seed=0).state_dict()
+    assert all(torch.equal(default[k], explicit[k]) for k in default)
+    # The decoder mirrors the encoder: hidden (16, 8, 4) -> decoder widths κ, 4, 8, 16, 12.
+    model = mlp_ivae(X_SHAPE, AUX, [16, 8, 4], KAPPA)
+    encoder = [
+        (m.in_features, m.out_features) for m in model.encoder.modules() if isinstance(m, nn.Linear)
+    ]
+    assert encoder[:3] == [(12 + AUX, 16), (16, 8), (8, 4)]
+    decoder = [
+        (m.in_features, m.out_features) for m in model.decoder.modules() if isinstance(m, nn.Linear)
+    ]
+    assert decoder == [(KAPPA, 4), (4, 8), (8, 16), (16, 12)]
 
 
 def test_ivae_gradients_reach_the_prior_network(gen):
@@ -779,9 +869,15 @@ with seeded(0):  # modules for the bad-input tables, without touching the global
 @pytest.mark.parametrize(
     ("args", "kwargs", "error", "match"),
     [
-        (("encoder", DEC, PRIOR), {}, TypeError, "encoder must be a torch.nn.Module"),
-        ((ENC, lambda z: z, PRIOR), {}, TypeError, "decoder must be a torch.nn.Module"),
-        ((ENC, DEC, None), {}, TypeError, "prior must be a torch.nn.Module"),
+        # the message names the argument and the type it got
+        (("encoder", DEC, PRIOR), {}, TypeError, "encoder must be a torch.nn.Module, got str$"),
+        (
+            (ENC, lambda z: z, PRIOR),
+            {},
+            TypeError,
+            "decoder must be a torch.nn.Module, got function$",
+        ),
+        ((ENC, DEC, None), {}, TypeError, "prior must be a torch.nn.Module, got NoneType$"),
         ((ENC, DEC, PRIOR), {"likelihood": "poisson"}, ValueError, "likelihood must be one of"),
         ((ENC, DEC, PRIOR), {"beta": 0.0}, ValueError, "beta must be > 0"),
         ((ENC, DEC, PRIOR), {"beta": -2.0}, ValueError, "beta must be > 0"),
@@ -841,6 +937,13 @@ def test_ivae_methods_reject_bad_input(call, error, match):
         (("ab", 2, [4], 2), {}, TypeError, "every entry of input_shape must be an int"),
         ((0, 2, [4], 2), {}, ValueError, "every entry of input_shape must be > 0"),
         ((X_SHAPE, 2, [], 2), {}, ValueError, "hidden needs at least 1"),
+        ((X_SHAPE, 2, [4], 2), {"prior_hidden": []}, ValueError, "prior_hidden needs at least 1"),
+        (
+            (X_SHAPE, 2, [4], 2),
+            {"prior_hidden": (8, 0)},
+            ValueError,
+            "every entry of prior_hidden must be > 0",
+        ),
         ((X_SHAPE, 2, [4], 2), {"likelihood": "poisson"}, ValueError, "likelihood must be one"),
         ((X_SHAPE, 2, [4], 2), {"seed": -1}, ValueError, "seed must be >= 0"),
         ((X_SHAPE, 2, [4], 2), {"seed": 1.5}, TypeError, "seed must be an int"),
@@ -895,9 +998,19 @@ def test_representations_of_an_ivae(gen):
     np.testing.assert_allclose(
         reps.prior_sample, prior_mu.numpy() + np.sqrt(reps.prior_variance) * eps_prior, rtol=1e-12
     )
-    # A float32 model gives float64 arrays too.
-    reps32 = representations(small_ivae(torch.float32), x.float(), u.float())
+    # A float32 model gives float64 arrays too, and encodes x and u in its own dtype: float64
+    # inputs give exactly what their float32 copies give.
+    model32 = small_ivae(torch.float32)
+    reps32 = representations(model32, x.float(), u.float())
     assert reps32.mean.dtype == np.float64
+    from64 = representations(model32, x, u)
+    for name in ("mean", "variance", "sample", "prior_mean", "prior_variance", "prior_sample"):
+        np.testing.assert_array_equal(getattr(from64, name), getattr(reps32, name), name)
+    # the same for a plain VAE
+    vae32 = small_vae().float()
+    np.testing.assert_array_equal(
+        representations(vae32, x).sample, representations(vae32, x.float()).sample
+    )
 
 
 def test_representations_of_a_plain_vae_use_the_standard_prior(gen):
@@ -933,6 +1046,10 @@ def test_representations_do_not_depend_on_the_batch_size_and_follow_the_seed(gen
     other = representations(model, x, u, seed=3)
     assert not np.allclose(other.sample, whole.sample)
     np.testing.assert_array_equal(other.mean, whole.mean)
+    # The default seed is 0.
+    default, explicit = representations(model, x, u), representations(model, x, u, seed=0)
+    np.testing.assert_array_equal(default.sample, explicit.sample)
+    np.testing.assert_array_equal(default.prior_sample, explicit.prior_sample)
 
 
 def test_representation_samples_are_gaussian_around_the_mean(gen):
@@ -959,7 +1076,7 @@ UR = torch.zeros(4, AUX, dtype=F64)
     [
         (IVAE_MODEL, XR, None, {}, ValueError, "u is required for an IVAE"),
         (VAE_MODEL, XR, UR, {}, ValueError, "u must be None for a plain VAE"),
-        (nn.Linear(2, 2), XR, None, {}, TypeError, "model must be an IVAE or a VAE"),
+        (nn.Linear(2, 2), XR, None, {}, TypeError, "model must be an IVAE or a VAE, got Linear$"),
         (IVAE_MODEL, XR, torch.zeros(3, AUX), {}, ValueError, r"u must be \(n, m\) with n = 4"),
         (IVAE_MODEL, XR * math.nan, UR, {}, ValueError, "x must be finite"),
         (IVAE_MODEL, "x", UR, {}, TypeError, "x must be a tensor"),
@@ -1053,6 +1170,56 @@ def test_classify_latents_defaults_to_the_standard_prior_and_broadcasts():
     # Tensors are accepted.
     tensors = classify_latents(torch.as_tensor(mu[:, :3]), torch.as_tensor(var[:, :3]))
     assert list(tensors.labels) == ["passive", "active", "mixed"]
+
+
+def test_classify_latents_defaults_are_the_documented_thresholds():
+    # variance ratios ρ in (0.1, 1.5) and mean offsets up to 2 prior sds in latents 0-2: their
+    # fractions move with variance_ratio and mean_tolerance; latent 3 is passive for 37 of 40
+    # examples, passive at consistency 0.9 but mixed at 0.95. The defaults are 0.5, 0.5, 0.95.
+    rng = np.random.default_rng(1)
+    n = 40
+    prior_mu, prior_var = rng.normal(size=(n, 4)), rng.uniform(0.5, 2.0, size=(n, 4))
+    var = prior_var * rng.uniform(0.1, 1.5, size=(n, 4))
+    mu = prior_mu + np.sqrt(prior_var) * rng.uniform(-2.0, 2.0, size=(n, 4))
+    var[:, 3] = prior_var[:, 3]
+    mu[:, 3] = prior_mu[:, 3] + 5.0 * np.sqrt(prior_var[:, 3]) * (np.arange(n) < 3)
+    documented = {"variance_ratio": 0.5, "mean_tolerance": 0.5, "consistency": 0.95}
+    explicit = classify_latents(mu, var, prior_mu, prior_var, **documented)
+    default = classify_latents(mu, var, prior_mu, prior_var)
+    assert list(default.labels) == list(explicit.labels)
+    np.testing.assert_array_equal(default.passive_fraction, explicit.passive_fraction)
+    np.testing.assert_array_equal(default.active_fraction, explicit.active_fraction)
+    assert default.labels[3] == "mixed"
+    # the data can tell each threshold from another value
+    for name, value in (("variance_ratio", 0.7), ("mean_tolerance", 1.5), ("consistency", 0.9)):
+        moved = classify_latents(mu, var, prior_mu, prior_var, **{**documented, name: value})
+        assert not (
+            np.array_equal(moved.passive_fraction, explicit.passive_fraction)
+            and np.array_equal(moved.active_fraction, explicit.active_fraction)
+            and list(moved.labels) == list(explicit.labels)
+        ), name
+
+
+@pytest.mark.parametrize(
+    ("mu", "var", "prior_mu", "prior_var", "label"),
+    [
+        # |μ - μ†| = 1 > 0.5 prior sd, ρ = 1: neither (float32 would round 1e8 + 1 to 1e8)
+        ([[1e8 + 1.0]], [[1.0]], np.array([1e8]), None, "mixed"),
+        # ρ = 0.5 - 1e-10 < 0.5: active (float32 would round it to 0.5)
+        ([[0.0]], [[0.5 - 1e-10]], None, None, "active"),
+        # μ† = μ = 1e8 + 1: passive (float32 would move μ† by 1 prior sd)
+        (np.array([[1e8 + 1.0]]), [[1.0]], [1e8 + 1.0], None, "passive"),
+        # ρ = 0.5 / (1 + 1e-9) < 0.5: active (float32 would round σ† to 1)
+        ([[0.0]], [[0.5]], None, [1.0 + 1e-9], "active"),
+    ],
+)
+def test_classify_latents_reads_python_floats_in_float64(mu, var, prior_mu, prior_var, label):
+    classes = classify_latents(mu, var, prior_mu, prior_var)
+    assert list(classes.labels) == [label]
+    # the same as float64 arrays of the same numbers
+    args = (mu, var, prior_mu, prior_var)
+    arrays = [None if v is None else np.asarray(v, dtype=np.float64) for v in args]
+    assert list(classify_latents(*arrays).labels) == [label]
 
 
 def test_classify_latents_thresholds_at_their_boundaries():
@@ -1219,7 +1386,13 @@ def test_laplace_variances_of_a_bernoulli_decoder_use_the_fisher_weighted_jacobi
 @pytest.mark.parametrize(
     ("model", "mu", "prior_var", "error", "match"),
     [
-        (nn.Linear(3, 3), torch.zeros(2, KAPPA), 1.0, TypeError, "model must be an IVAE or a VAE"),
+        (
+            nn.Linear(3, 3),
+            torch.zeros(2, KAPPA),
+            1.0,
+            TypeError,
+            "model must be an IVAE or a VAE, got Linear$",
+        ),
         (IVAE_MODEL, torch.zeros(2, KAPPA + 1), 1.0, ValueError, r"mu must be \(n, 3\)"),
         (IVAE_MODEL, torch.zeros(KAPPA), 1.0, ValueError, r"mu must be \(n, 3\)"),
         (IVAE_MODEL, [[math.nan] * KAPPA], 1.0, ValueError, "mu must be finite"),

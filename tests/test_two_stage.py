@@ -3,6 +3,7 @@ linear-Gaussian closed forms, finite differences and constructed models with kno
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -146,6 +147,21 @@ def test_to_normal_is_exact_in_the_tails_and_from_normal_inverts_it(gen):
     torch.testing.assert_close(z2[:, 0], density.to_normal(pts[:, :1])[:, 0], rtol=0, atol=0)
     torch.testing.assert_close(z2[:, 1], (pts[:, 1] - 0.5 * torch.sin(math.pi * pts[:, 0])) / 0.15)
     torch.testing.assert_close(BentBimodal(2).from_normal(z2), pts, rtol=0, atol=1e-12)
+    # Both maps work on the lower half and mirror it (F_1(-x) = 1 - F_1(x)): exactly odd, for
+    # points near the modes as well as in the tails.
+    t = torch.linspace(0.01, 4, 400, dtype=F64).unsqueeze(-1)
+    assert torch.equal(density.to_normal(-t), -density.to_normal(t))
+    assert torch.equal(density.from_normal(-t), -density.from_normal(t))
+
+
+def test_from_normal_is_within_half_the_last_bisection_bracket_of_the_median():
+    """z = 0 maps to the median 0 of the symmetric mixture, the upper end of the documented
+    bracket [-1 - 40 s, 0]: after 50 halvings the midpoint is at most half the last bracket,
+    (1 + 40 s) 2^-51, from it (where the density at 0 is large enough for float64 to resolve
+    F_1 near 1/2)."""
+    for s in (0.5, 1.0, 2.0):
+        got = BentBimodal(1, mode_std=s).from_normal(torch.zeros(1, 1, dtype=F64)).item()
+        assert abs(got) <= (1 + 40 * s) * 2.0**-51, (s, got)
 
 
 def test_cdf_map_pushes_the_density_to_the_uniform_distribution():
@@ -174,6 +190,10 @@ def test_sample_has_the_law_of_the_density_and_is_reproducible():
     residual = (x[:, 1] - 0.5 * torch.sin(math.pi * x[:, 0])) / 0.15
     assert stats.kstest(residual.numpy(), "norm").pvalue > 1e-3
     assert torch.equal(density.sample(10, seeded_gen(3)), density.sample(10, seeded_gen(3)))
+    # The underlying normal draws have float64 resolution: mapped back by to_normal (exact to
+    # 1e-12) they are not float32 numbers, which would discretise the sample at 1e-7.
+    z = density.to_normal(x)
+    assert (z - z.float().double()).abs().max() > 1e-9
     assert not torch.equal(density.sample(10, seeded_gen(3)), density.sample(10, seeded_gen(4)))
 
 
@@ -225,6 +245,48 @@ def test_from_normal_is_exact_for_a_wide_mixture():
     torch.testing.assert_close(density.to_normal(density.from_normal(z)), z, rtol=0, atol=1e-10)
 
 
+def test_bent_bimodal_defaults_are_the_documented_1d_mixture():
+    # BentBimodal() is 1-D with mode_std 0.3, bend 0.5, width 0.15: scipy's mixture CDF.
+    density = BentBimodal()
+    assert density.dim == 1
+    x = torch.linspace(-2, 2, 9, dtype=F64).unsqueeze(-1)
+    explicit = BentBimodal(1, mode_std=0.3, bend=0.5, width=0.15)
+    assert torch.equal(density.log_prob(x), explicit.log_prob(x))
+    np.testing.assert_allclose(density.cdf_map(x)[:, 0].numpy(), mixture_cdf(x[:, 0].numpy()))
+
+
+@pytest.mark.parametrize(
+    "method", ["log_prob", "cdf_map", "to_normal", "from_normal", "normal_jacobian", "cdf_jacobian"]
+)
+def test_bent_bimodal_methods_compute_in_float64_from_any_input(method):
+    # "All methods take and return float64 tensors": Python floats are read as float64 (not
+    # rounded to float32 first) and float32 points are computed in float64.
+    density = BentBimodal(2)
+    x = torch.tensor([[0.1, -0.3], [1.7, 0.4], [-0.9, 0.2]], dtype=F64)
+    fn = getattr(density, method)
+    expected = fn(x)
+    for given, reference in ((x.tolist(), expected), (x.float(), fn(x.float().double()))):
+        got = fn(given)
+        assert got.dtype == F64
+        assert torch.equal(got, reference)
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_bent_bimodal_maps_keep_leading_batch_axes(dim):
+    # Points are (..., dim): a (4, 5, dim) batch and a single (dim,) point give the rows of the
+    # flat (20, dim) result, in place.
+    density = BentBimodal(dim)
+    x = bent_bimodal_draws(20, seed=8)[:, :dim]
+    for fn in (density.cdf_map, density.to_normal, density.from_normal, density.log_prob):
+        flat = fn(x)
+        batched = fn(x.reshape(4, 5, dim))
+        assert batched.shape == (4, 5, *flat.shape[1:])
+        torch.testing.assert_close(batched, flat.reshape(batched.shape), rtol=1e-14, atol=1e-15)
+        single = fn(x[7])
+        assert single.shape == flat.shape[1:]
+        torch.testing.assert_close(single, flat[7], rtol=1e-14, atol=1e-15)
+
+
 # -- Theorem 1: decoder, Jacobian and encoder ---------------------------------------------------
 
 
@@ -253,6 +315,19 @@ def test_theorem1_decoder_pushes_standard_normal_draws_to_the_density(gen):
     x = theorem1_decoder(BentBimodal(1), z)[:, 0].numpy()
     assert stats.kstest(x, mixture_cdf).pvalue > 1e-3
     assert stats.kstest(x, stats.norm(0, 1.04).cdf).pvalue < 1e-6  # not just any law
+
+
+def test_theorem1_decoder_and_jacobian_read_z_in_float64_and_take_a_single_point():
+    density = BentBimodal(2)
+    z = torch.tensor([[0.1, -0.3], [1.7, 0.4]], dtype=F64)
+    # Python floats are read as float64, exactly as the float64 tensor, not rounded to float32.
+    for fn in (theorem1_decoder, theorem1_jacobian):
+        got = fn(density, z.tolist())
+        assert got.dtype == F64 and torch.equal(got, fn(density, z))
+    # z is (..., r): one point (r,) decodes to one point (r,).
+    single = theorem1_decoder(density, z[1])
+    assert single.shape == (2,)
+    torch.testing.assert_close(single, theorem1_decoder(density, z)[1], rtol=1e-14, atol=0)
 
 
 @pytest.mark.parametrize("dim", [1, 2])
@@ -298,6 +373,8 @@ def test_bent_line_is_the_ridge_of_the_bent_density(gen):
     # On the ridge of BentBimodal(2): the conditional CDF is exactly 1/2.
     xi = BentBimodal(2).cdf_map(x.reshape(-1, 2))
     torch.testing.assert_close(xi[:, 1], torch.full((21,), 0.5, dtype=F64), rtol=0, atol=1e-15)
+    # u is (..., 1): a single u of shape (1,) gives one point (2,).
+    torch.testing.assert_close(bent_line(u[2, 1]), x[2, 1], rtol=1e-15, atol=0)
 
 
 def test_decoder_jacobian_of_bent_line_and_of_an_mlp(gen):
@@ -320,6 +397,31 @@ def test_decoder_jacobian_of_bent_line_and_of_an_mlp(gen):
     jac = decoder_jacobian(lambda v: torch.stack([v[:, 0] ** 2, 3 * v[:, 0]], 1), z[:, :2])
     assert bool((jac[:, :, 1] == 0).all())
     torch.testing.assert_close(jac[:, 0, 0], 2 * z[:, 0])
+    # A decoder that ignores z altogether (no tangent at all) has a zero Jacobian.
+    jac = decoder_jacobian(lambda v: torch.ones(v.shape[0], 2, dtype=F64), z)
+    assert jac.shape == (5, 2, 3) and bool((jac == 0).all())
+
+
+def test_decoder_jacobian_silences_only_torchs_deprecation_of_jit_script():
+    """torch's forward AD loads its decompositions through torch.jit.script on first use in a
+    process, which emits this DeprecationWarning: decoder_jacobian hides it, and nothing else."""
+    torch_message = (
+        "`torch.jit.script` is deprecated. Please switch to `torch.compile` or `torch.export`."
+    )
+
+    def decoder(v, category=DeprecationWarning, message=torch_message):
+        warnings.warn(message, category, stacklevel=1)
+        return bent_line(v)
+
+    u = torch.zeros(3, 1, dtype=F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning that escapes fails the test
+        jac = decoder_jacobian(decoder, u)
+    torch.testing.assert_close(jac, decoder_jacobian(bent_line, u), rtol=0, atol=0)
+    # A warning of the decoder's own reaches the caller, even one that mentions torch.jit.script.
+    own = "decoder: torch.jit.script failed, running eagerly"
+    with pytest.warns(UserWarning, match="^decoder: torch.jit.script failed"):
+        decoder_jacobian(lambda v: decoder(v, UserWarning, own), u)
 
 
 def test_construction_covariance_is_gamma_over_jtj_and_the_small_gamma_limit(gen):
@@ -327,6 +429,8 @@ def test_construction_covariance_is_gamma_over_jtj_and_the_small_gamma_limit(gen
     cov = construction_covariance(J, 0.2)
     assert cov.shape == (4, 2, 2)
     torch.testing.assert_close(cov, 0.2 * torch.linalg.inv(J.mT @ J), rtol=1e-12, atol=0)
+    # J is (..., d, r): a single (d, r) Jacobian gives the (r, r) covariance.
+    torch.testing.assert_close(construction_covariance(J[1], 0.2), cov[1], rtol=1e-14, atol=0)
     # Theorem 2 on the bent line: Σ = γ / (1 + (π/2 cos πu)²); as γ → 0 it meets the optimal
     # covariance γ (JᵀJ + γ I)⁻¹, which keeps the prior's curvature, to relative order γ.
     u = randn(gen, 6, 1)
@@ -512,13 +616,87 @@ def test_negative_elbo_matches_the_linear_decoder_closed_form(gen):
     )
 
 
-def test_negative_elbo_is_deterministic_given_a_generator(gen):
+def _estimate(function, *args, **kwargs):
+    """negative_elbo's (n,) or importance_log_marginal's (log_px, kl) as one tensor."""
+    out = function(*args, **kwargs)
+    return torch.stack(out) if isinstance(out, tuple) else out
+
+
+@pytest.mark.parametrize(
+    ("function", "defaults"),
+    [
+        (negative_elbo, {"n_samples": 1024}),
+        (importance_log_marginal, {"n_samples": 4096, "prior_fraction": 1 / 32}),
+    ],
+)
+def test_estimators_are_reproducible_and_read_lists_and_defaults_as_documented(
+    gen, function, defaults
+):
     _, _, x, decoder = linear_gaussian(gen)
-    mu, cov = randn(gen, 4, 2), torch.eye(2, dtype=F64).expand(4, 2, 2).clone()
-    a1 = negative_elbo(x, decoder, 0.5, mu, cov, generator=seeded_gen(2))
-    a2 = negative_elbo(x, decoder, 0.5, mu, cov, generator=seeded_gen(2))
-    a3 = negative_elbo(x, decoder, 0.5, mu, cov, generator=seeded_gen(3))
+    mu = randn(gen, 4, 2)
+    cov = torch.tensor([[0.37, 0.11], [0.11, 0.29]], dtype=F64).expand(4, 2, 2)
+    a1 = _estimate(function, x, decoder, 0.5, mu, cov, generator=seeded_gen(2))
+    # The draws come from the generator: the same seed repeats, another seed differs.
+    a2 = _estimate(function, x, decoder, 0.5, mu, cov, generator=seeded_gen(2))
+    a3 = _estimate(function, x, decoder, 0.5, mu, cov, generator=seeded_gen(3))
     assert torch.equal(a1, a2) and not torch.equal(a1, a3)
+    # The defaults are the signature's values.
+    explicit = _estimate(function, x, decoder, 0.5, mu, cov, generator=seeded_gen(2), **defaults)
+    assert torch.equal(a1, explicit)
+    # mu_q and cov_q given as Python floats are read in x's float64, like the tensors.
+    lists = _estimate(function, x, decoder, 0.5, mu.tolist(), cov.tolist(), generator=seeded_gen(2))
+    assert lists.dtype == F64 and torch.equal(lists, a1)
+
+
+def test_estimators_are_exact_for_a_decoder_that_ignores_z(gen):
+    """A decoder constant in z: p(x|z) = N(x; c, γ I) for every z, so p(x) is that normal
+    density (by scipy) and the posterior is the prior. With q = N(0, I) every importance
+    weight is p(x) and the KL is 0; for any q the VAE cost is -log p(x) + KL(q || N(0, I))
+    (by torch.distributions), all without Monte Carlo error."""
+    gamma, c = 0.3, torch.tensor([0.5, -1.0, 2.0], dtype=F64)
+    x = randn(gen, 4, 3)
+
+    def decoder(z):
+        return c.expand(*z.shape[:-1], 3)
+
+    log_px = stats.norm.logpdf(x.numpy(), c.numpy(), math.sqrt(gamma)).sum(-1)
+    zeros, eye = torch.zeros(4, 2, dtype=F64), torch.eye(2, dtype=F64).expand(4, 2, 2)
+    est_px, est_kl = importance_log_marginal(
+        x, decoder, gamma, zeros, eye, n_samples=1000, prior_fraction=0.1, generator=gen
+    )
+    np.testing.assert_allclose(est_px.numpy(), log_px, rtol=0, atol=1e-12)
+    assert est_kl.abs().max() < 1e-12
+    mu, a = randn(gen, 4, 2), randn(gen, 4, 2, 2)
+    cov = a @ a.mT + 0.5 * torch.eye(2, dtype=F64)
+    normal = torch.distributions.MultivariateNormal
+    kl = torch.distributions.kl_divergence(normal(mu, cov), normal(zeros, eye)).numpy()
+    got = negative_elbo(x, decoder, gamma, mu, cov, n_samples=3, generator=gen)
+    np.testing.assert_allclose(got.numpy(), kl - log_px, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("n_samples", "fraction", "n_prior"), [(64, 1 / 64, 1), (64, 0.25, 16), (10, 0.3, 3), (2, 0.5, 1)]
+)
+def test_importance_log_marginal_takes_a_prior_fraction_of_its_n_samples_from_the_prior(
+    n_samples, fraction, n_prior
+):
+    # q sits far from the prior (at 30, sd 0.01), so the decoder tells which draws are q's.
+    seen = []
+
+    def decoder(z):
+        seen.append(z)
+        return z
+
+    x = torch.zeros(3, 1, dtype=F64)
+    mu, cov = torch.full((3, 1), 30.0, dtype=F64), torch.full((3, 1, 1), 1e-4, dtype=F64)
+    importance_log_marginal(
+        x, decoder, 1.0, mu, cov, n_samples=n_samples, prior_fraction=fraction, generator=seeded_gen(0)
+    )
+    (z,) = seen
+    assert z.shape == (n_samples, 3, 1)
+    from_q = ((z - 30).abs() < 1).sum(0).flatten().tolist()
+    assert from_q == [n_samples - n_prior] * 3
+    assert bool(((z - 30).abs() < 1).logical_or(z.abs() < 10).all())
 
 
 def test_theorem1_construction_converges_to_the_density_in_1d():
@@ -703,7 +881,13 @@ def _estimator_bad_calls():
         ({"mu_q": torch.full((3, 1), math.inf)}, ValueError, "mu_q must be finite"),
         ({"cov_q": torch.ones(3, 2, 2)}, ValueError, r"cov_q must be \(3, 1, 1\)"),
         ({"cov_q": torch.ones(3, 1)}, ValueError, r"cov_q must be \(3, 1, 1\)"),
-        ({"decoder": lambda z: z}, ValueError, "decoder must map"),
+        ({"cov_q": torch.full((3, 1, 1), math.nan)}, ValueError, "cov_q must be finite"),
+        ({"cov_q": "cov"}, TypeError, "cov_q must be a tensor"),
+        (
+            {"decoder": lambda z: z},
+            ValueError,
+            r"decoder must map \(\.\.\., r\) to \(\.\.\., 2\), got \(\d+, 3, 1\)$",
+        ),
     ], base
 
 
@@ -848,6 +1032,9 @@ def test_encoder_variances_average_over_examples_and_give_the_active_dimensions(
     assert active_dimensions(swapped, threshold=1.5).tolist() == [2, 0, 1, 3]
     assert active_dimensions(swapped, threshold=1e-3).tolist() == []
     assert active_dimensions(torch.tensor([0.0, 0.7])).tolist() == [0]
+    # Strictly below the threshold (λ_j < threshold): a variance equal to it is not active.
+    assert active_dimensions(torch.tensor([0.5, 0.2, 0.7])).tolist() == [1]
+    assert active_dimensions(swapped, threshold=0.3).tolist() == [2]
 
 
 def test_encoder_variances_of_an_ensemble_are_per_member(gen):
@@ -888,6 +1075,25 @@ def test_direction_sensitivity_is_zero_for_ignored_latents_and_exact_for_linear_
     s1 = direction_sensitivity(linear, x, n_samples=20, noise_std=1.0, generator=seeded_gen(2))
     s3 = direction_sensitivity(linear, x, n_samples=20, noise_std=3.0, generator=seeded_gen(2))
     torch.testing.assert_close(s3, 9 * s1, rtol=1e-12, atol=0)
+
+
+def test_direction_sensitivity_defaults_smallest_sample_and_separate_draws_per_direction(gen):
+    x, mu = randn(gen, 8, 2), randn(gen, 8, 2)
+    mu[:, 1] = mu[:, 0]
+    # A decoder symmetric in the two latents (one pixel, z_0 + z_1): the image variance is
+    # noise_std² = 1 along either direction.
+    model = FixedEncoder(mu, torch.ones(2, dtype=F64), lambda z: z.sum(-1, keepdim=True))
+    s = direction_sensitivity(model, x, n_samples=400, generator=seeded_gen(0))
+    torch.testing.assert_close(s, torch.ones(2, dtype=F64), rtol=0.2, atol=0)  # rel. SE 2.5 %
+    # Each direction gets its own draws: the two estimates of the same variance differ.
+    assert s[0] != s[1]
+    # The defaults are the signature's n_samples=15 and noise_std=1.0 (the prior's scale).
+    default = direction_sensitivity(model, x, generator=seeded_gen(1))
+    explicit = direction_sensitivity(model, x, n_samples=15, noise_std=1.0, generator=seeded_gen(1))
+    assert torch.equal(default, explicit)
+    # Two draws are the fewest that estimate a variance.
+    two = direction_sensitivity(model, x, n_samples=2, generator=seeded_gen(2))
+    assert two.shape == (2,) and bool((two > 0).all())
 
 
 def test_direction_sensitivity_of_a_vae_matches_gauss_hermite_quadrature(gen):
@@ -932,12 +1138,23 @@ def test_latent_spectrum_of_orthogonal_columns_and_the_gaussian_reference(gen):
     assert s32.dtype == F64
     assert torch.equal(ref0, latent_spectrum(2 * z32, seed=0)[1])
     assert not torch.equal(ref0, latent_spectrum(z32, seed=1)[1])
+    assert torch.equal(latent_spectrum(z32)[1], ref0)  # the default seed is 0
+    # n = 2 examples are enough (n >= 2): singular values by numpy, over sqrt(n).
+    z2 = randn(gen, 2, 2)
+    spectrum, reference = latent_spectrum(z2)
+    expected = np.linalg.svd(z2.numpy(), compute_uv=False) / math.sqrt(2)
+    np.testing.assert_allclose(spectrum.numpy(), expected, rtol=1e-12)
+    assert reference.shape == (2,)
 
 
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        (lambda: encoder_variances(nn.Linear(2, 2), torch.zeros(3, 2)), TypeError, "model"),
+        (
+            lambda: encoder_variances(nn.Linear(2, 2), torch.zeros(3, 2)),
+            TypeError,
+            r"model must have an encode\(x\) -> \(mu, logvar\) method, e\.g\. a VAE$",
+        ),
         (lambda: active_dimensions(torch.ones(2, 3)), ValueError, r"variances must be \(kappa,\)"),
         (
             lambda: active_dimensions(torch.tensor([0.1, -0.2])),
@@ -1069,10 +1286,13 @@ def test_two_stage_terms_average_to_stage2_elbo_over_the_stage1_posterior(gen):
         assert abs(error) < 4 * se, (
             f"mean {float(got.mean()):.5f} vs {float(ref.mean()):.5f}, se {se:.2g}"
         )
-    # fresh latents: two calls with different noise differ, the same noise repeats
-    again = model.terms(x[:12], seeded_gen(5)).kl
-    assert torch.equal(again, model.terms(x[:12], seeded_gen(5)).kl)
-    assert not torch.equal(again, model.terms(x[:12], seeded_gen(7)).kl)
+    # fresh latents: two calls with different noise differ, the same noise repeats, in both
+    # stages' draws (the KL sees stage 1's latents, the reconstruction stage 2's too)
+    again = model.terms(x[:12], seeded_gen(5))
+    repeat, other = model.terms(x[:12], seeded_gen(5)), model.terms(x[:12], seeded_gen(7))
+    for field in ("kl", "reconstruction"):
+        assert torch.equal(getattr(again, field), getattr(repeat, field))
+        assert not torch.equal(getattr(again, field), getattr(other, field))
 
 
 def test_two_stage_terms_give_no_gradient_to_stage1(gen):
@@ -1148,8 +1368,21 @@ def test_two_stage_sample_of_an_ensemble_pair_uses_each_members_gamma():
 @pytest.mark.parametrize(
     ("make", "error", "match"),
     [
-        (lambda: TwoStageVAE(nn.Linear(4, 3), _vae()), TypeError, "stage1 must be a vaebook VAE"),
-        (lambda: TwoStageVAE(_vae(4, 3), object()), TypeError, "stage2 must be a vaebook VAE"),
+        (
+            lambda: TwoStageVAE(nn.Linear(4, 3), _vae()),
+            TypeError,
+            "stage1 must be a vaebook VAE or EnsembleVAE, got Linear$",
+        ),
+        (
+            lambda: TwoStageVAE(_vae(4, 3), object()),
+            TypeError,
+            "stage2 must be a vaebook VAE or EnsembleVAE, got object$",
+        ),
+        (
+            lambda: TwoStageVAE(_vae(4, 3), _vae(2, 2)),
+            ValueError,
+            r"stage2 must take inputs of shape \(3,\), the stage-1 latent, got \(2,\)$",
+        ),
         (
             lambda: TwoStageVAE(_vae(4, 3), _vae(3, 2, likelihood="bernoulli")),
             ValueError,
@@ -1175,6 +1408,33 @@ def test_two_stage_sample_of_an_ensemble_pair_uses_each_members_gamma():
 def test_two_stage_rejects_bad_construction_and_input(make, error, match):
     with pytest.raises(error, match="^" + match):
         make()
+
+
+class PlainGaussianStage(nn.Module):
+    """A stage-2 model with the VAE interface that declares no ``likelihood`` (it is Gaussian)."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae, self.latent_dim, self.input_shape = vae, vae.latent_dim, (3,)
+
+    def encode(self, z):
+        return self.vae.encode(z)
+
+    def decode(self, u):
+        return self.vae.decode(u)
+
+    def terms(self, z, generator=None):
+        return self.vae.terms(z, generator)
+
+
+def test_two_stage_takes_a_stage2_without_a_likelihood_as_gaussian(gen):
+    # Only a declared non-Gaussian likelihood is refused; a model that declares none is accepted.
+    stage2 = _vae(3, 2, seed=1)
+    model = TwoStageVAE(_vae(4, 3), PlainGaussianStage(stage2))
+    x = randn(gen, 5, 4)
+    got = model.terms(x, seeded_gen(0))
+    expected = TwoStageVAE(_vae(4, 3), stage2).terms(x, seeded_gen(0))
+    assert torch.equal(got.reconstruction, expected.reconstruction)
 
 
 # -- Dai & Wipf's Theorem 4: learned γ on data lying on a manifold -----------------------------
@@ -1255,6 +1515,26 @@ def test_learned_gamma_keeps_falling_on_data_lying_exactly_on_a_line():
             r"z must have shape \(\.\.\., 2\)",
         ),
         (
+            lambda: theorem1_decoder(BentBimodal(1), torch.tensor(0.5)),
+            ValueError,
+            r"z must have shape \(\.\.\., 1\), got \(\)$",
+        ),
+        (
+            lambda: theorem1_decoder("bent", torch.zeros(2, 1)),
+            TypeError,
+            "density must be a BentBimodal, got str$",
+        ),
+        (
+            lambda: theorem1_jacobian(None, torch.zeros(2, 1)),
+            TypeError,
+            "density must be a BentBimodal, got NoneType$",
+        ),
+        (
+            lambda: theorem1_encoder(BentBimodal, torch.zeros(2, 1), 0.1),
+            TypeError,
+            "density must be a BentBimodal, got type$",
+        ),
+        (
             lambda: theorem1_decoder(BentBimodal(1), torch.tensor([[math.nan]])),
             ValueError,
             "z must be finite",
@@ -1295,6 +1575,16 @@ def test_learned_gamma_keeps_falling_on_data_lying_exactly_on_a_line():
             "z must be finite",
         ),
         (
+            lambda: BentBimodal(1).normal_jacobian(torch.zeros(3, 2)),
+            ValueError,
+            r"x must have shape \(\.\.\., 1\), got \(3, 2\)$",
+        ),
+        (
+            lambda: BentBimodal(2).cdf_jacobian(torch.zeros(3, 1)),
+            ValueError,
+            r"x must have shape \(\.\.\., 2\), got \(3, 1\)$",
+        ),
+        (
             lambda: BentBimodal(1).normal_jacobian(torch.zeros(2, 3, 1)),
             ValueError,
             r"x must be \(n, 1\)",
@@ -1305,13 +1595,22 @@ def test_learned_gamma_keeps_falling_on_data_lying_exactly_on_a_line():
             r"J must be \(\.\.\., d, r\) with d >= r",
         ),
         (lambda: construction_covariance(torch.ones(3), 0.1), ValueError, "J must be"),
+        (  # batched: d < r in the last two axes, whatever the batch size
+            lambda: construction_covariance(torch.ones(1, 2, 3), 0.1),
+            ValueError,
+            r"J must be \(\.\.\., d, r\) with d >= r, got \(1, 2, 3\)$",
+        ),
         (
             lambda: construction_covariance(torch.full((3, 2), math.nan), 0.1),
             ValueError,
             "J must be finite",
         ),
         (lambda: construction_covariance(torch.ones(3, 2), 0.0), ValueError, "gamma must be > 0"),
-        (lambda: decoder_jacobian("f", torch.zeros(3, 1)), TypeError, "decoder must be callable"),
+        (
+            lambda: decoder_jacobian("f", torch.zeros(3, 1)),
+            TypeError,
+            "decoder must be callable, got str$",
+        ),
         (lambda: decoder_jacobian(bent_line, torch.zeros(3)), ValueError, r"z must be \(n, r\)"),
         (
             lambda: decoder_jacobian(bent_line, torch.full((3, 1), math.nan)),
@@ -1334,9 +1633,9 @@ def test_bent_bimodal_and_theorem1_reject_bad_input_naming_the_argument(call, er
         call()
 
 
-@pytest.mark.parametrize(("bend", "error"), [(None, TypeError), ("a", TypeError)])
-def test_bent_bimodal_names_a_non_numeric_bend(bend, error):
-    with pytest.raises(error, match=r"^bend"):
+@pytest.mark.parametrize(("bend", "kind"), [(None, "NoneType"), ("a", "str"), (True, "bool")])
+def test_bent_bimodal_names_a_non_numeric_bend(bend, kind):
+    with pytest.raises(TypeError, match=f"^bend must be a number, got {kind}$"):
         BentBimodal(bend=bend)
 
 
