@@ -675,7 +675,8 @@ def test_estimators_are_exact_for_a_decoder_that_ignores_z(gen):
 
 
 @pytest.mark.parametrize(
-    ("n_samples", "fraction", "n_prior"), [(64, 1 / 64, 1), (64, 0.25, 16), (10, 0.3, 3), (2, 0.5, 1)]
+    ("n_samples", "fraction", "n_prior"),
+    [(64, 1 / 64, 1), (64, 0.25, 16), (10, 0.3, 3), (2, 0.5, 1), (10, 0.96, 9), (2, 0.9, 1)],
 )
 def test_importance_log_marginal_takes_a_prior_fraction_of_its_n_samples_from_the_prior(
     n_samples, fraction, n_prior
@@ -690,13 +691,26 @@ def test_importance_log_marginal_takes_a_prior_fraction_of_its_n_samples_from_th
     x = torch.zeros(3, 1, dtype=F64)
     mu, cov = torch.full((3, 1), 30.0, dtype=F64), torch.full((3, 1, 1), 1e-4, dtype=F64)
     importance_log_marginal(
-        x, decoder, 1.0, mu, cov, n_samples=n_samples, prior_fraction=fraction, generator=seeded_gen(0)
+        x,
+        decoder,
+        1.0,
+        mu,
+        cov,
+        n_samples=n_samples,
+        prior_fraction=fraction,
+        generator=seeded_gen(0),
     )
     (z,) = seen
     assert z.shape == (n_samples, 3, 1)
     from_q = ((z - 30).abs() < 1).sum(0).flatten().tolist()
     assert from_q == [n_samples - n_prior] * 3
     assert bool(((z - 30).abs() < 1).logical_or(z.abs() < 10).all())
+
+
+def test_importance_log_marginal_needs_a_draw_from_each_proposal():
+    x, mu, cov = torch.zeros(3, 1, dtype=F64), torch.zeros(3, 1, dtype=F64), torch.ones(3, 1, 1)
+    with pytest.raises(ValueError, match=r"^n_samples must be at least 2 \(one draw from q"):
+        importance_log_marginal(x, lambda z: z, 1.0, mu, cov, n_samples=1)
 
 
 def test_theorem1_construction_converges_to_the_density_in_1d():
@@ -1080,8 +1094,8 @@ def test_direction_sensitivity_is_zero_for_ignored_latents_and_exact_for_linear_
 def test_direction_sensitivity_defaults_smallest_sample_and_separate_draws_per_direction(gen):
     x, mu = randn(gen, 8, 2), randn(gen, 8, 2)
     mu[:, 1] = mu[:, 0]
-    # A decoder symmetric in the two latents (one pixel, z_0 + z_1): the image variance is
-    # noise_std² = 1 along either direction.
+    # Equal means and a decoder symmetric in the two latents (one pixel, z_0 + z_1): the same
+    # problem along either direction, with image variance noise_std² = 1.
     model = FixedEncoder(mu, torch.ones(2, dtype=F64), lambda z: z.sum(-1, keepdim=True))
     s = direction_sensitivity(model, x, n_samples=400, generator=seeded_gen(0))
     torch.testing.assert_close(s, torch.ones(2, dtype=F64), rtol=0.2, atol=0)  # rel. SE 2.5 %

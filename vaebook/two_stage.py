@@ -397,20 +397,25 @@ def importance_log_marginal(
     ----------
     x : ``(n, d)``; decoder : callable ``(..., r) -> (..., d)``; gamma : float > 0;
     mu_q ``(n, r)``, cov_q ``(n, r, r)``: the encoder's ``q(z|x)``.
-    n_samples : draws per example. prior_fraction : share of them from the prior, in (0, 1).
+    n_samples : draws per example, >= 2. prior_fraction : share of them from the prior, in
+        (0, 1), rounded to a whole number of draws between 1 and ``n_samples - 1``.
 
     Returns
     -------
     ``(log_px, kl)``, each ``(n,)``.
     """
     gamma = check_positive(gamma, "gamma")
-    check_positive_int(n_samples, "n_samples")
+    if check_positive_int(n_samples, "n_samples") < 2:
+        raise ValueError(
+            f"n_samples must be at least 2 (one draw from q, one from the prior), got {n_samples}"
+        )
     prior_fraction = check_positive(prior_fraction, "prior_fraction")
     if prior_fraction >= 1:
         raise ValueError(f"prior_fraction must be < 1, got {prior_fraction}")
     x, mu_q, cov_q = _gaussian_encoder(x, mu_q, cov_q)
-    n_prior = max(round(prior_fraction * n_samples), 1)
-    n_q = max(n_samples - n_prior, 1)
+    # at least one draw from each, n_samples in all
+    n_prior = min(max(round(prior_fraction * n_samples), 1), n_samples - 1)
+    n_q = n_samples - n_prior
     q = torch.distributions.MultivariateNormal(mu_q, covariance_matrix=cov_q)
     eye = torch.eye(mu_q.shape[1], dtype=x.dtype)
     prior = torch.distributions.MultivariateNormal(torch.zeros_like(mu_q), covariance_matrix=eye)
@@ -534,8 +539,8 @@ def latent_spectrum(z, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     ``z`` is ``(n, κ)`` (e.g. one draw from ``q(z|x)`` per example). Both spectra are divided
     by ``sqrt(n)`` so that they are the square roots of the eigenvalues of ``Z^T Z / n``: a
     sample of ``N(0, I)`` gives values near 1 (Dai & Wipf, Fig. 1 right). The reference matrix
-    is drawn from ``seed``. Returns ``(spectrum, reference)``, each ``(κ,)`` in decreasing
-    order.
+    is drawn from ``seed``. Returns ``(spectrum, reference)``, each ``(min(n, κ),)`` in
+    decreasing order.
     """
     z = as_tensor(z, "z")
     if z.dim() != 2 or z.shape[0] < 2:
