@@ -176,3 +176,34 @@ def test_a_mutated_default_argument_shows_in_the_diff():
     )
     functions = mutation.function_sources(source)
     assert mutation.mutant_diff(functions, "x_f__mutmut_1") == ("def (a, n=1):", "def (a, n=2):")
+
+
+def test_a_run_keeps_the_rows_another_run_wrote_meanwhile(tmp_path, monkeypatch, result):
+    # Two `make mutation` runs may overlap; the one that finishes last must not write back the
+    # report it read when it started, erasing the other's rows.
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_toy.py").write_text("")
+    report, equivalent = tmp_path / "mutation.md", tmp_path / "equivalent.toml"
+    equivalent.write_text("")
+    report.write_text(mutation.render({"toy": result}, []))
+    for name, value in [
+        ("ROOT", tmp_path),
+        ("SCRATCH", tmp_path / "scratch"),
+        ("REPORT", report),
+        ("EQUIVALENT", equivalent),
+    ]:
+        monkeypatch.setattr(mutation, name, value)
+
+    def fake_run(module, rerun=None, resume=False):
+        mutated = tmp_path / "scratch" / module / "mutants" / "vaebook"
+        mutated.mkdir(parents=True)
+        (mutated / f"{module}.py.meta").write_text(mutation.json.dumps(META))
+        (mutated / f"{module}.py").write_text(SOURCE)
+        other = result | {"module": "other"}
+        report.write_text(mutation.render({"toy": result, "other": other}, []))  # meanwhile
+        return 1.0
+
+    monkeypatch.setattr(mutation, "run_mutmut", fake_run)
+    mutation.main(["toy"])
+    rows = mutation.previous_results(report.read_text())
+    assert set(rows) == {"toy", "other"}

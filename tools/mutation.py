@@ -309,6 +309,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {results[module]['mutants']} mutants, {results[module]['survived']} survived")
         if interrupted:
             break
+    # Re-read the report before writing: another run may have finished in the meantime, and
+    # only the modules run here replace their rows.
+    done = {m: results[m] for m in modules if m in results}
+    latest = previous_results(REPORT.read_text()) if REPORT.exists() else {}
+    results = latest | done
     declared = tomllib.loads(EQUIVALENT.read_text()).get("equivalent", [])
     REPORT.write_text(render(results, declared))
     print(f"wrote {REPORT.relative_to(ROOT)}")
