@@ -6,7 +6,10 @@ Modules (one idea each):
 - ``objectives``: the β-VAE objective and its terms;
 - ``linear_gaussian``: the exactly solvable linear-Gaussian latent-variable model;
 - ``linear_beta_vae``: Sikka et al.'s tractable linear β-VAE, solved in closed form;
-- ``decomposition``: Mathieu et al.'s priors, annealed-prior identities and objective (7);
+- ``priors``: Mathieu et al.'s priors, their annealed versions and the KL to them;
+  ``decomposition``: their Theorems 1-2 and Corollary 1 as checkable identities;
+  ``aggregate_posterior``: the aggregate posterior, its divergences to the prior and entropy
+  estimators; ``structured_vae``: objective (7) and the model trained on it;
 - ``nets``: encoders, decoders and the VAE module; ``train``: the training loop;
 - ``ensemble``: many small VAEs trained at once with stacked weights;
 - ``two_stage``: Dai & Wipf's constructions and diagnostics; ``ivae``: the identifiable VAE

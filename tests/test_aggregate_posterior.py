@@ -1,0 +1,218 @@
+"""Tests of vaebook.aggregate_posterior (Mathieu et al., 2019): the aggregate posterior's
+density, the divergences to the prior and the Appendix C entropy estimators, against scipy,
+brute force and closed forms."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import assert_within_5_se, encoder_members, randn
+from scipy import stats
+
+from vaebook.aggregate_posterior import (
+    MMD_SCALES,
+    aggregate_entropy_reference,
+    inclusive_kl_aggregate,
+    log_aggregate_posterior,
+    minibatch_log_aggregate_density,
+    minibatch_weighted_entropy,
+    mmd_imq,
+)
+from vaebook.gaussian import (
+    entropy_diag_normal,
+    kl_diag_normal,
+    log_normal_diag,
+)
+from vaebook.priors import (
+    gaussian_mixture_2d,
+    isotropic_gaussian,
+)
+
+F64 = torch.float64
+
+
+F64 = torch.float64
+
+
+# --- divergences ---------------------------------------------------------------------------
+
+
+def test_mmd_imq_matches_brute_force(gen):
+    x, y = randn(gen, 5, 3), randn(gen, 4, 3) + 0.5
+    scales = (0.5, 2.0)
+
+    def k(a, b):
+        return sum(6 * s / (6 * s + ((a - b) ** 2).sum().item()) for s in scales)
+
+    xx = sum(k(x[i], x[j]) for i in range(5) for j in range(5) if i != j) / 20
+    yy = sum(k(y[i], y[j]) for i in range(4) for j in range(4) if i != j) / 12
+    xy = sum(k(x[i], y[j]) for i in range(5) for j in range(4)) / 20
+    assert abs(mmd_imq(x, y, scales=scales).item() - (xx + yy - 2 * xy)) < 1e-12
+    assert len(MMD_SCALES) == 7
+
+
+def test_mmd_is_unbiased_zero_for_equal_laws_and_positive_for_shifted(gen):
+    same, shifted = [], []
+    for _ in range(200):
+        x, y = randn(gen, 40, 2), randn(gen, 40, 2)
+        same.append(mmd_imq(x, y).item())
+        shifted.append(mmd_imq(x, y + torch.tensor([1.0, 0.0], dtype=F64)).item())
+    same, shifted = torch.tensor(same), torch.tensor(shifted)
+    se = same.std() / math.sqrt(200)
+    assert abs(same.mean().item()) < 4 * se.item()
+    assert bool((same < 0).any())  # a U-statistic, not clipped at zero
+    assert shifted.mean().item() > 20 * (shifted.std() / math.sqrt(200)).item()
+    assert shifted.mean().item() > 5 * same.std().item()
+
+
+def test_inclusive_kl_is_zero_when_the_aggregate_posterior_is_the_prior(gen):
+    prior = gaussian_mixture_2d()
+    mu = prior.means.clone()
+    logvar = torch.full((4, 2), math.log(0.03), dtype=F64)
+    zp = prior.sample(500, gen, dtype=F64)
+    assert abs(inclusive_kl_aggregate(zp, mu, logvar, prior).item()) < 1e-12
+    assert inclusive_kl_aggregate(zp, 0.8 * mu, logvar, prior).item() > 0.3
+
+
+def test_inclusive_kl_matches_closed_form_for_a_gaussian(gen):
+    prior = isotropic_gaussian(2)
+    m, lv = torch.tensor([[0.5, -0.3]], dtype=F64), torch.tensor([[0.4, -0.2]], dtype=F64)
+    zp = prior.sample(20_000, gen, dtype=F64)
+    per_sample = prior.log_prob(zp) - log_normal_diag(zp, m, lv)
+    est = inclusive_kl_aggregate(zp, m, lv, prior)
+    torch.testing.assert_close(est, per_sample.mean())
+    assert_within_5_se(
+        per_sample,
+        kl_diag_normal(torch.zeros(2, dtype=F64), torch.zeros(2, dtype=F64), m[0], lv[0]),
+    )
+
+
+# --- Appendix C: minibatch entropy ---------------------------------------------------------
+
+
+def _dataset_encoders(gen, n=2000, sigma=0.002):
+    mu = randn(gen, n, 1)
+    return mu, torch.full((n, 1), 2 * math.log(sigma), dtype=F64)
+
+
+def test_stratified_estimator_at_full_batch_is_the_exact_mixture_estimate(gen):
+    mu, logvar = randn(gen, 50, 2), randn(gen, 50, 2) - 1
+    z = mu + torch.exp(0.5 * logvar) * randn(gen, 50, 2)
+    log_q = torch.logsumexp(log_normal_diag(z.unsqueeze(1), mu, logvar), 1) - math.log(50)
+    strat = minibatch_weighted_entropy(z, mu, logvar, 50)
+    torch.testing.assert_close(strat, -log_q.mean(), rtol=1e-12, atol=1e-12)
+    mws = minibatch_weighted_entropy(z, mu, logvar, 50, weighting="mws")
+    torch.testing.assert_close(mws, strat + math.log(50), rtol=1e-12, atol=1e-12)
+
+
+def test_stratified_q_hat_is_unbiased_for_the_mixture_density(gen):
+    # Over minibatches containing x_0, E[q̂(z_0)] = q(z_0) = (1/N) Σ_m q(z_0|x_m) (eq. 10b).
+    n, b, repeats = 12, 4, 5_000
+    mu, logvar = randn(gen, n, 2), randn(gen, n, 2)
+    z0 = mu[0] + torch.exp(0.5 * logvar[0]) * randn(gen, 2)
+    exact = torch.exp(log_normal_diag(z0, mu, logvar)).mean()
+    others = 1 + torch.rand(repeats, n - 1, generator=gen).argsort(1)[:, : b - 1]
+    idx = torch.cat([torch.zeros(repeats, 1, dtype=torch.long), others], 1)  # (repeats, B)
+    q_hat = torch.stack(
+        [minibatch_log_aggregate_density(mu[i] * 0 + z0, mu[i], logvar[i], n)[0].exp() for i in idx]
+    )  # only z_0 = z[0] matters for q̂(z_0)
+    assert_within_5_se(q_hat, exact)
+    mws = torch.stack(
+        [
+            minibatch_log_aggregate_density(mu[i] * 0 + z0, mu[i], logvar[i], n, weighting="mws")[0]
+            for i in idx[:2000]
+        ]
+    ).exp()
+    assert mws.mean().item() < 0.5 * exact.item()  # MWS is not an unbiased density estimate
+
+
+def test_appendix_c_small_batches_estimate_log_n_plus_conditional_entropy(gen):
+    n = 2000
+    mu, logvar = _dataset_encoders(gen, n)
+    sigma = math.exp(0.5 * logvar[0, 0].item())
+    reference = aggregate_entropy_reference(mu, logvar, 4000, gen)
+    log_n_plus_h = math.log(n) + entropy_diag_normal(logvar).mean().item()
+
+    def mean_estimate(b, repeats=300):
+        values = []
+        for _ in range(repeats):
+            idx = torch.randperm(n, generator=gen)[:b]
+            z = mu[idx] + sigma * randn(gen, b, 1)
+            values.append(minibatch_weighted_entropy(z, mu[idx], logvar[idx], n).item())
+        return torch.tensor(values).mean().item()
+
+    small, medium = mean_estimate(8), mean_estimate(128)
+    z_all = mu + sigma * randn(gen, n, 1)
+    full = minibatch_weighted_entropy(z_all, mu, logvar, n).item()
+    # B ≪ N: close to log N + E H[q(z|x)] (2.81 nats), far above H[q(z)] (≈ 1.19 nats) ...
+    assert abs(small - log_n_plus_h) < 0.25, (small, log_n_plus_h)
+    assert small - reference.estimate.item() > 1.0
+    # ... the bias shrinks as B grows, and at B = N the estimate agrees with the reference.
+    assert reference.estimate.item() + 0.2 < medium < small
+    assert abs(full - reference.estimate.item()) < 0.06
+    assert reference.standard_error.item() < 0.015
+
+
+# --- ensembles -----------------------------------------------------------------------------
+
+
+def test_batched_inclusive_kl_and_mmd_equal_loops_over_members_with_shared_prior_draws(gen):
+    _, z, mu, logvar = encoder_members(gen)
+    prior = gaussian_mixture_2d()
+    zp = prior.sample(40, gen, dtype=F64)
+    batched = inclusive_kl_aggregate(zp, mu, logvar, prior)
+    loop = torch.stack([inclusive_kl_aggregate(zp, mu[m], logvar[m], prior) for m in range(3)])
+    assert batched.shape == (3,)
+    torch.testing.assert_close(batched, loop, rtol=1e-12, atol=1e-12)
+    assert loop.std().item() > 1e-3  # the members really differ
+    y = randn(gen, 7, 2)
+    for scales in (MMD_SCALES, (0.5, 3.0)):
+        batched = mmd_imq(z, y, scales=scales)
+        loop = torch.stack([mmd_imq(z[m], y, scales=scales) for m in range(3)])
+        assert batched.shape == (3,)
+        torch.testing.assert_close(batched, loop, rtol=1e-12, atol=1e-12)
+        assert loop.std().item() > 1e-6
+
+
+# --- log_aggregate_posterior and StructuredVAE edge cases ------------------------------------
+
+
+def test_log_aggregate_posterior_is_the_log_of_the_mixture_density(gen):
+    mu, logvar, z = randn(gen, 6, 2), randn(gen, 6, 2) - 1, randn(gen, 7, 2)
+    density = np.zeros(7)
+    for m, v in zip(mu.numpy(), logvar.exp().numpy(), strict=True):
+        density += stats.multivariate_normal(m, np.diag(v)).pdf(z.numpy()) / 6
+    np.testing.assert_allclose(log_aggregate_posterior(z, mu, logvar).numpy(), np.log(density))
+    batched = log_aggregate_posterior(z, torch.stack([mu, mu + 1]), torch.stack([logvar] * 2))
+    assert batched.shape == (2, 7)
+    torch.testing.assert_close(batched[1], log_aggregate_posterior(z, mu + 1, logvar))
+    with pytest.raises(ValueError, match=r"^z"):
+        log_aggregate_posterior(torch.zeros(7, 3), mu, logvar)
+    with pytest.raises(ValueError, match=r"^mu and logvar must both be"):
+        log_aggregate_posterior(z, mu, logvar[:3])
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+def _bad_calls():
+    z, mu, lv = torch.zeros(4, 2), torch.zeros(4, 2), torch.zeros(4, 2)
+    p = isotropic_gaussian(2)
+    return [
+        (lambda: mmd_imq(z, torch.zeros(1, 2)), ValueError, "y"),
+        (lambda: mmd_imq(z, torch.zeros(3, 3)), ValueError, "y"),
+        (lambda: mmd_imq(z, z, scales=(1.0, -1.0)), ValueError, "scales"),
+        (lambda: inclusive_kl_aggregate(torch.zeros(5, 3), mu, lv, p), ValueError, "prior_samples"),
+        (lambda: minibatch_weighted_entropy(z, mu, lv, 3), ValueError, "dataset_size"),
+        (lambda: minibatch_weighted_entropy(z, mu, lv, 10, weighting="x"), ValueError, "weighting"),
+        (lambda: minibatch_weighted_entropy(z[:1], mu[:1], lv[:1], 10), ValueError, "2"),
+        (lambda: aggregate_entropy_reference(mu, lv, 1), ValueError, "n_samples"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_bad_calls())))
+def test_bad_input_names_the_argument(index):
+    call, error, name = _bad_calls()[index]
+    with pytest.raises(error, match=rf"\b{name}\b"):
+        call()
