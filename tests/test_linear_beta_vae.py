@@ -175,6 +175,24 @@ def test_solve_has_the_closed_form_structure(beta):
         assert bool((zero == 0).all())
 
 
+@pytest.mark.parametrize(
+    ("A", "negative"),
+    [
+        ([[-2.2e-6], [1.0], [1.0], [1.0], [1.0]], (1, 0)),  # 2.2e-6 of the largest: clear
+        ([[-2e-9], [1.0], [1.0], [1.0], [1.0]], (0, 0)),  # 2e-9 of it: not clear
+        ([[3.0, 2e-9], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]], (0, 1)),
+    ],
+)
+def test_solve_makes_the_first_clearly_non_zero_entry_of_each_column_positive(A, negative):
+    # The documented sign convention, "clearly" meaning above 1e-6 of the column's largest
+    # entry. The entry at `negative` is negative: the rule is not "the first entry positive".
+    D = solve(torch.tensor(A, dtype=F64), 0.5).D
+    for column in D.T:
+        clear = column.abs() > 1e-6 * column.abs().max()
+        assert column[clear][0] > 0, D
+    assert D[negative] < 0, D
+
+
 def test_second_latent_collapses_exactly_at_beta_equal_to_lambda_2():
     below, at, above = (solve(PAPER_A, b) for b in (1.25 - 1e-6, 1.25, 1.25 + 1e-6))
     assert below.D[:, 1].norm() == pytest.approx(1e-3, rel=1e-6)  # sqrt(λ_2 - β)
@@ -441,6 +459,54 @@ def test_tie_samples_agrees_with_the_closed_form(gen, which):
     )
 
 
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_tie_samples_averages_the_exact_kl_with_bessel_corrected_standard_errors(gen, n):
+    # Per relabelling: the sample mean of the exact per-point KL and its standard error
+    # std / sqrt(n) with the n - 1 (Bessel) correction; with a single point it is 0, not NaN.
+    A = randn(gen, 3, 2)
+    mu, logvar, x = randn(gen, n, 2), 0.3 * randn(gen, n, 2), randn(gen, n, 3)
+    est = tie_samples(mu, logvar, x, A)
+    m_true, c_true = posterior(x, A, 0.0, 1.0)
+    var = torch.exp(logvar)
+    per_p = torch.stack(
+        [
+            kl_normal(mu @ P.T, torch.diag_embed(var @ P.abs().T), m_true, c_true)
+            for P in signed_permutations(2)
+        ]
+    )  # (8, n)
+    torch.testing.assert_close(est.tie_per_relabelling, per_p.mean(1), rtol=1e-12, atol=1e-12)
+    se = per_p.std(1) / math.sqrt(n) if n > 1 else torch.zeros(8, dtype=F64)
+    torch.testing.assert_close(est.standard_errors, se, rtol=1e-10, atol=0)
+    best = int(per_p.mean(1).argmin())
+    assert est.tie == est.tie_per_relabelling[best].item()
+    assert est.standard_error == est.standard_errors[best].item()
+    assert torch.equal(est.tie_relabelling, signed_permutations(2)[best])
+
+
+def test_tie_samples_covers_every_relabelling_when_it_works_in_chunks(gen):
+    # n k^2 = 27000 numbers per relabelling: the 48 relabellings of k = 3 are done in chunks.
+    n, A = 3000, randn(gen, 4, 3)
+    x = sample_data(gen, A, n)
+    mu, logvar = 0.5 * randn(gen, n, 3), 0.2 * randn(gen, n, 3) - 1
+    est = tie_samples(mu, logvar, x, A)
+    assert est.tie_per_relabelling.shape == est.standard_errors.shape == (48,)
+    m_true, c_true = posterior(x, A, 0.0, 1.0)
+    P = signed_permutations(3)[-1]
+    last = kl_normal(mu @ P.T, torch.diag_embed(torch.exp(logvar) @ P.abs().T), m_true, c_true)
+    assert est.tie_per_relabelling[-1].item() == pytest.approx(last.mean().item(), rel=1e-12)
+
+
+@pytest.mark.parametrize(("var", "mu", "best"), [(1000.0, -2.5e-10, 0), (0.5, -8.75e-13, 1)])
+def test_tie_samples_treats_only_round_off_differences_as_ties(var, mu, best):
+    # k = N = 1, A = 1, x = 1: the ground-truth posterior is N(1/2, 1/2) and P = -1 changes the
+    # KL by exactly 2 mu. 5e-10 at KL ~ 1000 is within round-off (1e-12 relative): a tie, broken
+    # towards the identity. 1.75e-12 at KL ~ 0.25 is more than that: P = -1 wins.
+    est = tie_samples([[mu]], [[math.log(var)]], [[1.0]], [[1.0]])
+    gap = est.tie_per_relabelling[0] - est.tie_per_relabelling[1]
+    assert gap.item() == pytest.approx(-2 * mu, rel=1e-2)
+    assert torch.equal(est.tie_relabelling, signed_permutations(1)[best])
+
+
 # ------------------------------------------------------------------------ signed permutations
 
 
@@ -459,6 +525,12 @@ def test_signed_permutations_are_all_distinct_signed_permutations(k):
     assert perms.shape == (math.factorial(k) * 2**k, k, k)
     assert len({tuple(P.flatten().tolist()) for P in perms}) == perms.shape[0]
     assert bool((perms.abs().sum(-1) == 1).all() and (perms.abs().sum(-2) == 1).all())
+
+
+def test_signed_permutations_go_up_to_six_latents_without_negative_zeros():
+    perms = signed_permutations(6)
+    assert perms.shape == (46080, 6, 6) and torch.equal(perms[0], torch.eye(6, dtype=F64))
+    assert not bool(torch.signbit(perms[perms == 0]).any())  # 0., never -0.
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -489,9 +561,11 @@ MU, X = torch.zeros(5, 2), torch.zeros(5, 4)
         (solve, (A_GOOD[0], 1.0), ValueError, "A must be a non-empty"),
         (solve, (A_GOOD * math.inf, 1.0), ValueError, "A must be finite"),
         (solve, ("A", 1.0), TypeError, "A must be a tensor"),
+        (solve, (True, 1.0), TypeError, "A must be a tensor or a number, got bool"),
+        (optimise, (A_GOOD, 0.0), ValueError, "beta must be > 0"),
         (collapse_thresholds, (torch.zeros(0, 2),), ValueError, "A must be a non-empty"),
         (terms, (MODEL, mixing_matrix(5, 2)), ValueError, "A must have shape"),
-        (terms, ("model", A_GOOD), TypeError, "model must be a LinearBetaVAE"),
+        (terms, ("model", A_GOOD), TypeError, "model must be a LinearBetaVAE, got str"),
         (objective, (MODEL, A_GOOD.T), ValueError, "A must have shape"),
         (inference_errors, (MODEL, A_GOOD * math.nan), ValueError, "A must be finite"),
         (sweep, (A_GOOD, [1.0, -1.0]), ValueError, "betas must all be > 0"),
@@ -499,16 +573,26 @@ MU, X = torch.zeros(5, 2), torch.zeros(5, 4)
         (sweep, (A_GOOD, [[1.0]]), ValueError, "betas must be a non-empty 1-D"),
         (sweep, (A_GOOD, []), ValueError, "betas must be a non-empty 1-D"),
         (sweep, (A_GOOD, [1.0, math.nan]), ValueError, "betas must be finite"),
-        (signed_permutations, (7,), ValueError, "k must be at most 6"),
+        (
+            signed_permutations,
+            (7,),
+            ValueError,
+            r"k must be at most 6 \(there are k! 2\^k signed permutations: 645120 for k = 7\)",
+        ),
         (signed_permutations, (0,), ValueError, "k must be > 0"),
         (tie_samples, (MU, MU, X, mixing_matrix(4, 3)), ValueError, "mu must be"),
         (tie_samples, (MU, MU[:, :1], X, A_GOOD), ValueError, "logvar must have the shape"),
-        (tie_samples, (MU, MU, X[:4], A_GOOD), ValueError, "x must be"),
+        (tie_samples, (MU, MU, X[:4], A_GOOD), ValueError, r"x must be \(5, 4\) to match mu"),
+        (tie_samples, (MU * math.nan, MU, X, A_GOOD), ValueError, "mu must be finite"),
+        (tie_samples, (MU, MU, X * math.nan, A_GOOD), ValueError, "x must be finite"),
         (tie_samples, (MU, MU, X[:, :3], A_GOOD), ValueError, "x must be"),
         (tie_samples, (MU, MU * math.nan, X, A_GOOD), ValueError, "logvar must be finite"),
         (MODEL.relabelled, (torch.ones(2, 2),), ValueError, "P must be a signed permutation"),
         (MODEL.relabelled, (2 * torch.eye(2),), ValueError, "P must be a signed permutation"),
         (MODEL.relabelled, (torch.eye(3),), ValueError, "P must be a"),
+        (MODEL.relabelled, ([[1.0, 0.0], [1.0, 0.0]],), ValueError, "P must be a signed"),
+        (MODEL.relabelled, ([[1.0, 1.0], [0.0, 0.0]],), ValueError, "P must be a signed"),
+        (MODEL.relabelled, (torch.full((2, 2), math.nan),), ValueError, "P must be finite"),
     ],
 )
 def test_bad_input_raises_naming_the_argument(func, args, error, match):
@@ -520,6 +604,7 @@ def test_bad_input_raises_naming_the_argument(func, args, error, match):
     ("change", "error", "match"),
     [
         ({"D": torch.ones(4)}, ValueError, "D must be an"),
+        ({"D": torch.full((4, 2), math.nan)}, ValueError, "D must be finite"),
         ({"b_D": torch.zeros(3)}, ValueError, "b_D must have shape"),
         ({"W_mu": torch.ones(4, 2)}, ValueError, "W_mu must have shape"),
         ({"b_mu": torch.zeros(3)}, ValueError, "b_mu must have shape"),
@@ -547,6 +632,114 @@ def test_bad_model_raises_naming_the_field(change, error, match):
 def test_optimise_rejects_bad_settings(kwargs, error, match):
     with pytest.raises(error, match="^" + match):
         optimise(A_GOOD, 1.0, **kwargs)
+
+
+def test_model_fields_are_float64_tensors_and_beta_a_float():
+    # float32 tensors (GOOD), nested lists and a 0-d tensor beta are converted on construction
+    lists = {name: value.tolist() for name, value in GOOD.items() if name != "beta"}
+    from_lists = LinearBetaVAE(**lists, beta=torch.tensor(2.0))
+    for model in (LinearBetaVAE(**GOOD), from_lists):
+        assert all(isinstance(t, torch.Tensor) and t.dtype == F64 for t in model.tensors())
+        assert torch.equal(model.D, torch.ones(4, 2, dtype=F64))
+    assert type(from_lists.beta) is float and from_lists.beta == 2.0
+
+
+def test_solve_accepts_and_ignores_a_seed():
+    assert torch.equal(solve(A_GOOD, 0.5, seed=3).W_mu, solve(A_GOOD, 0.5).W_mu)
+    with pytest.raises(ValueError, match=r"^seed must be >= 0"):
+        solve(A_GOOD, 0.5, seed=-1)
+
+
+class RecordingLBFGS(torch.optim.LBFGS):
+    """torch.optim.LBFGS that records every run: its settings, start and (final) parameters."""
+
+    runs: list
+
+    def __init__(self, params, **kwargs):
+        params = list(params)
+        start = [p.detach().clone() for p in params]
+        self.runs.append({"kwargs": kwargs, "start": start, "end": params})
+        super().__init__(params, **kwargs)
+
+
+@pytest.fixture
+def lbfgs_runs(monkeypatch):
+    runs = []
+    monkeypatch.setattr(torch.optim, "LBFGS", type("Recording", (RecordingLBFGS,), {"runs": runs}))
+    return runs
+
+
+def test_optimise_runs_strong_wolfe_lbfgs_from_documented_random_starts(lbfgs_runs, monkeypatch):
+    monkeypatch.setattr(torch.optim.LBFGS, "step", lambda self, closure: None)  # starts only
+    optimise(A_GOOD, 1.0)
+    assert len(lbfgs_runs) == 4  # the default restarts
+    for run in lbfgs_runs:
+        assert run["kwargs"]["max_iter"] == 2000
+        assert run["kwargs"]["line_search_fn"] == "strong_wolfe"
+        assert all(p.dtype == F64 for p in run["start"])
+    defaults = [run["start"] for run in lbfgs_runs]
+    lbfgs_runs.clear()
+    optimise(A_GOOD, 1.0, seed=0, restarts=4, max_iter=2000, init_scale=1.0)
+    optimise(A_GOOD, 1.0, seed=1, restarts=1)
+    # the documented defaults, and the starts come from the seed alone (not the global RNG)
+    for run, start in zip(lbfgs_runs[:4], defaults, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(run["start"], start, strict=True))
+    assert not torch.equal(lbfgs_runs[-1]["start"][0], defaults[0][0])
+    # D, the biases and b^σ ~ init_scale N(0, 1); the encoder weights ~ init_scale N(0, 1/N)
+    lbfgs_runs.clear()
+    N = 400
+    optimise(mixing_matrix(N, 100), 1.0, restarts=1, init_scale=0.5)
+    scales = (0.5, 0.5, 0.5 / math.sqrt(N), 0.5, 0.5 / math.sqrt(N), 0.5)
+    for start, scale in zip(lbfgs_runs[0]["start"], scales, strict=True):
+        assert start.std().item() == pytest.approx(scale, rel=0.2)
+        assert abs(start.mean().item()) < 0.3 * scale
+
+
+def test_optimise_returns_the_best_of_its_restarts(gen, lbfgs_runs):
+    A, beta = randn(gen, 4, 2), 0.5
+    model = optimise(A, beta, seed=3, restarts=4, max_iter=2)  # short runs: different ends
+    values = [
+        objective(LinearBetaVAE(*(p.detach() for p in run["end"]), beta=beta), A).item()
+        for run in lbfgs_runs
+    ]
+    assert len(set(values)) == 4
+    best = values.index(max(values))
+    assert best != 3, values  # not simply the last run
+    for returned, found in zip(model.tensors(), lbfgs_runs[best]["end"], strict=True):
+        assert torch.equal(returned, found)
+
+
+def test_optimise_skips_a_run_that_overflows_and_raises_when_all_do(lbfgs_runs, monkeypatch):
+    real_step = torch.optim.LBFGS.step
+
+    def step(self, closure):  # the second of three runs overflows
+        if len(lbfgs_runs) == 2:
+            with torch.no_grad():
+                self.param_groups[0]["params"][1].fill_(1e300)
+        return real_step(self, closure)
+
+    monkeypatch.setattr(torch.optim.LBFGS, "step", step)
+    model = optimise(A_GOOD, 0.5, restarts=3, max_iter=50)
+    assert len(lbfgs_runs) == 3
+    assert objective(model, A_GOOD).item() == pytest.approx(
+        objective(solve(A_GOOD, 0.5), A_GOOD).item(), abs=1e-6
+    )
+    monkeypatch.setattr(torch.optim.LBFGS, "step", real_step)
+    all_diverged = r"^every L-BFGS run diverged; try a smaller init_scale$"
+    with pytest.raises(RuntimeError, match=all_diverged):
+        optimise(A_GOOD, 0.5, restarts=2, max_iter=50, init_scale=300.0)
+
+
+@pytest.mark.parametrize("A", ["fixed", "random"])
+def test_optimise_converges_to_the_closed_form_optimum_to_round_off(gen, A):
+    A = (
+        randn(gen, 5, 2)
+        if A == "random"
+        else torch.tensor([[1.0, 0.5], [0.3, 1.2], [0.7, -0.4], [0.2, 0.9]], dtype=F64)
+    )
+    best = objective(solve(A, 0.5), A).item()
+    found = objective(optimise(A, 0.5, restarts=1), A).item()
+    assert found == pytest.approx(best, abs=1e-11)
 
 
 # ---- the fixed-decoder case (Section IV-A) ----------------------------------------------------
@@ -588,5 +781,7 @@ def test_with_a_fixed_decoder_mie_is_smallest_at_beta_one():
 def test_optimal_encoder_rejects_bad_input():
     with pytest.raises(ValueError, match=r"^D must be"):
         lbv.optimal_encoder(torch.zeros(3), 1.0)
+    with pytest.raises(ValueError, match=r"^D must be finite"):
+        lbv.optimal_encoder(torch.full((3, 2), math.nan), 1.0)
     with pytest.raises(ValueError, match=r"^beta"):
         lbv.optimal_encoder(torch.ones(3, 2), 0.0)
