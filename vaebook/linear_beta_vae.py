@@ -544,6 +544,11 @@ def optimise(
     Returns
     -------
     :class:`LinearBetaVAE` (detached tensors).
+
+    Raises
+    ------
+    RuntimeError
+        when every run diverges (a run that overflows is skipped, the others still count).
     """
     A = _check_mixing(A)
     beta = check_positive(beta, "beta")
@@ -580,10 +585,13 @@ def optimise(
             loss.backward()
             return loss
 
-        opt.step(closure)
-        with torch.no_grad():
-            rec, kl, _ = _expected_terms(*params, A, likelihood=False)
-            value = (rec - beta * kl).item()
+        try:
+            opt.step(closure)
+            with torch.no_grad():
+                rec, kl, _ = _expected_terms(*params, A, likelihood=False)
+                value = (rec - beta * kl).item()
+        except ValueError:  # a run that overflowed: its non-finite variances fail the KL's check
+            continue
         if math.isfinite(value) and value > best_value:
             best, best_value = [p.detach().clone() for p in params], value
     if best is None:
