@@ -16,6 +16,7 @@ from vaebook.data import (
     digit_mixture,
     digit_on_canvas,
     digits,
+    ink_centroid,
     linear_mixture,
     lines_and_circles,
     load_mnist_idx,
@@ -417,6 +418,64 @@ def test_digit_on_canvas_centroid_moves_with_the_position():
 def test_digit_on_canvas_bad_input(kwargs, error, match):
     with pytest.raises(error, match=match):
         digit_on_canvas(**{"n": 4, **kwargs})
+
+
+# ink_centroid --------------------------------------------------------------------------------
+
+
+def test_ink_centroid_of_a_single_lit_pixel_is_that_pixel():
+    images = torch.zeros(3, 5, 7)
+    images[0, 1, 4] = 0.3  # row 1, column 4
+    images[1, 4, 0] = 2.0
+    images[2, 0, 6] = 1.0
+    torch.testing.assert_close(
+        ink_centroid(images), torch.tensor([[4.0, 1.0], [0.0, 4.0], [6.0, 0.0]])
+    )
+
+
+def test_ink_centroid_is_the_weighted_mean_of_the_pixel_coordinates(gen):
+    images = torch.rand(4, 6, 9, generator=gen, dtype=torch.float64)
+    rows, cols = np.indices((6, 9))
+    for image, (x, y) in zip(images.numpy(), ink_centroid(images).numpy(), strict=True):
+        assert x == pytest.approx(np.average(cols, weights=image), rel=1e-14)
+        assert y == pytest.approx(np.average(rows, weights=image), rel=1e-14)
+    assert ink_centroid(images).dtype == torch.float64
+
+
+def test_ink_centroid_reads_back_the_corner_of_digit_on_canvas():
+    # The sprite is pasted whole at its corner, so the centroid is the corner plus the sprite's
+    # own centroid, and it recovers the position to within the rounding (0.5 / ppu) when the
+    # corner is not clipped.
+    canvas, ppu = 24, 1.5
+    images, positions, _ = digit_on_canvas(500, canvas, ppu, seed=4)
+    sprite = _first_digit(3)
+    raw = np.rint(canvas / 2 + ppu * positions.numpy() - 4)
+    corner = np.clip(raw, 0, canvas - 8)
+    offset = ink_centroid(sprite[None])[0].numpy()
+    np.testing.assert_allclose(ink_centroid(images).numpy(), corner + offset, atol=1e-5)
+    estimate = (ink_centroid(images).double().numpy() - offset + 4 - canvas / 2) / ppu
+    inside = (raw == corner).all(1)
+    assert 0.8 * len(inside) < inside.sum() < len(inside)
+    assert np.abs(estimate - positions.numpy())[inside].max() <= 0.5 / ppu + 1e-5
+
+
+@pytest.mark.parametrize(
+    ("images", "error", "match"),
+    [
+        (torch.ones(4, 4), ValueError, r"^images must be \(n, height, width\), got shape \(4, 4\)"),
+        (-torch.ones(2, 3, 3), ValueError, r"^images must be >= 0"),
+        (
+            torch.zeros(2, 3, 3),
+            ValueError,
+            r"^images must each hold some ink; blank images at \[0, 1\]",
+        ),
+        (torch.full((1, 2, 2), float("nan")), ValueError, r"^images must be finite"),
+        ("image", TypeError, r"^images must be a tensor"),
+    ],
+)
+def test_ink_centroid_bad_input(images, error, match):
+    with pytest.raises(error, match=match):
+        ink_centroid(images)
 
 
 # manifold ------------------------------------------------------------------------------------

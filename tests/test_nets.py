@@ -14,6 +14,8 @@ from vaebook.nets import (
     FlowEncoder,
     FlowVAE,
     GaussianEncoder,
+    InkCentroid,
+    centroid_encoder,
     conv_decoder,
     conv_encoder,
     mlp,
@@ -181,6 +183,10 @@ def test_vae_moves_to_float64_with_its_log_gamma(gen):
     assert vae.sample(2, gen).dtype == torch.float64
 
 
+# two images of a vertical bar, in the first and in the last column: x varies, y does not
+BARS = torch.zeros(2, 4, 4)
+BARS[0, :, 0] = 1.0
+BARS[1, :, 3] = 1.0
 ENC, DEC = mlp_encoder((4,), [4], 2), mlp_decoder(2, [4], (4,))
 
 
@@ -214,12 +220,78 @@ ENC, DEC = mlp_encoder((4,), [4], 2), mlp_decoder(2, [4], (4,))
         (VAE, (ENC, DEC), {"beta": -1.0}, ValueError, "beta must be > 0"),
         (VAE, (ENC, DEC), {"log_gamma": math.inf}, ValueError, "log_gamma must be finite"),
         (seeded(-1).__enter__, (), {}, ValueError, "seed must be >= 0"),
+        (InkCentroid, (torch.ones(1, 4, 4),), {}, ValueError, r"^reference must hold at least 2"),
+        (
+            InkCentroid,
+            (torch.ones(3, 4, 4),),
+            {},
+            ValueError,
+            r"^reference images must have ink centroids that vary along both axes",
+        ),
+        (
+            InkCentroid,
+            (BARS,),
+            {},
+            ValueError,
+            r"^reference images must have ink centroids that vary along both axes",
+        ),
+        (InkCentroid, (torch.ones(3, 4),), {}, ValueError, r"^images must be \(n, height, width\)"),
+        (centroid_encoder, (torch.ones(1, 4, 4),), {}, ValueError, r"^reference must hold"),
         (VAE(ENC, DEC).sample, (0,), {}, ValueError, "n must be > 0"),
     ],
 )
 def test_bad_input_raises_naming_the_argument(func, args, kwargs, error, match):
     with pytest.raises(error, match=match):
         func(*args, **kwargs)
+
+
+# -- an encoder that sees only where the ink is -------------------------------------------------
+
+
+def _shifted_blobs(shifts, size=12):
+    """Images ``(n, size, size)``: a fixed 3x3 blob with its top-left pixel at each (x, y)."""
+    blob = torch.tensor([[0.2, 0.5, 0.1], [0.7, 1.0, 0.4], [0.3, 0.6, 0.2]])
+    images = torch.zeros(len(shifts), size, size)
+    for image, (x, y) in zip(images, shifts, strict=True):
+        image[y : y + 3, x : x + 3] = blob
+    return images
+
+
+def test_ink_centroid_features_are_the_standardised_centroids():
+    reference = _shifted_blobs([(0, 0), (4, 1), (2, 7), (8, 5)])
+    body = InkCentroid(reference)
+    assert not list(body.parameters())  # nothing to learn in the body
+    # blob centroid offset: column 1.0 + 0.1 / 4.0, row 1.0 + 0.0; the offset cancels in the
+    # standardisation, so the features are the standardised shifts
+    shifts = torch.tensor([[0.0, 0.0], [4.0, 1.0], [2.0, 7.0], [8.0, 5.0]])
+    expected = (shifts - shifts.mean(0)) / shifts.std(0)
+    torch.testing.assert_close(body(reference), expected)
+    new = _shifted_blobs([(3, 3), (6, 2)])
+    torch.testing.assert_close(
+        body(new), (torch.tensor([[3.0, 3.0], [6.0, 2.0]]) - shifts.mean(0)) / shifts.std(0)
+    )
+
+
+def test_centroid_encoder_is_affine_in_the_position_and_blind_to_the_shape():
+    reference = _shifted_blobs([(0, 0), (4, 1), (2, 7), (8, 5)])
+    with seeded(0):
+        encoder = centroid_encoder(reference, latent_dim=3)
+    mu, logvar = encoder(_shifted_blobs([(1, 1), (5, 1), (1, 4), (5, 4)]))
+    assert mu.shape == logvar.shape == (4, 3)
+    torch.testing.assert_close(mu[3] - mu[2], mu[1] - mu[0])  # a parallelogram of positions
+    torch.testing.assert_close(logvar[3] - logvar[2], logvar[1] - logvar[0])
+    assert not torch.allclose(mu[1], mu[0])
+    # a different shape with the same centroid gets the same code
+    dot, pair = torch.zeros(1, 12, 12), torch.zeros(1, 12, 12)
+    dot[0, 6, 5] = 1.0  # x = 5, y = 6
+    pair[0, 6, 4], pair[0, 6, 6] = 0.5, 0.5  # centroid x = 5, y = 6
+    torch.testing.assert_close(encoder(pair)[0], encoder(dot)[0])
+    torch.testing.assert_close(encoder(pair)[1], encoder(dot)[1])
+    vae = VAE(encoder, mlp_decoder(3, [8], (12, 12)), likelihood="bernoulli")
+    assert vae.latent_dim == 3
+    terms = vae.terms(reference, torch.Generator().manual_seed(0))
+    terms.mean().objective.backward()
+    assert encoder.mu.weight.grad is not None and encoder.logvar.bias.grad is not None
 
 
 # -- normalising-flow encoder ------------------------------------------------------------------

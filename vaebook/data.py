@@ -28,6 +28,7 @@ __all__ = [
     "digit_mixture",
     "digit_on_canvas",
     "digits",
+    "ink_centroid",
     "linear_mixture",
     "lines_and_circles",
     "load_dsprites_npz",
@@ -219,6 +220,37 @@ def digit_on_canvas(
     out = torch.zeros(n, canvas, canvas)
     out[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]] = sprite
     return out, positions, s
+
+
+def ink_centroid(images) -> torch.Tensor:
+    """The intensity-weighted centre of each image: where its ink is.
+
+    For an image of one object on a blank canvas (:func:`digit_on_canvas`) it moves with the
+    object pixel for pixel, so it reads the object's position back from the image.
+
+    Parameters
+    ----------
+    images : ``(n, height, width)`` with entries ``>= 0`` and some ink in every image.
+
+    Returns
+    -------
+    ``(n, 2)`` of the dtype of ``images`` (the default float dtype for integers): the (column, row)
+    centre, i.e. (x, y) in pixels, with pixel ``[i, j]`` at ``x = j``, ``y = i``.
+    """
+    images = as_tensor(images, "images")  # finite; integers become the default float dtype
+    if images.dim() != 3:
+        raise ValueError(f"images must be (n, height, width), got shape {tuple(images.shape)}")
+    if bool((images < 0).any()):
+        raise ValueError("images must be >= 0 (intensities)")
+    mass = images.sum((1, 2))
+    if not bool((mass > 0).all()):
+        empty = torch.nonzero(mass <= 0)[:, 0].tolist()
+        raise ValueError(f"images must each hold some ink; blank images at {empty[:5]}")
+    rows = torch.arange(images.shape[1], dtype=images.dtype, device=images.device)
+    cols = torch.arange(images.shape[2], dtype=images.dtype, device=images.device)
+    x = (images.sum(1) * cols).sum(1) / mass
+    y = (images.sum(2) * rows).sum(1) / mass
+    return torch.stack([x, y], 1)
 
 
 def manifold(

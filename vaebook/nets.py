@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .checks import check_choice, check_number, check_positive, check_positive_int, check_sizes
+from .data import ink_centroid
 from .gaussian import log_normal_diag, sample_diag_normal
 from .objectives import (
     LIKELIHOODS,
@@ -32,6 +33,8 @@ __all__ = [
     "FlowEncoder",
     "FlowVAE",
     "GaussianEncoder",
+    "InkCentroid",
+    "centroid_encoder",
     "conv_decoder",
     "conv_encoder",
     "mlp",
@@ -125,6 +128,42 @@ def mlp_decoder(latent_dim: int, hidden: Sequence[int], output_shape, activation
     hidden = check_sizes(hidden, "hidden", minimum=1)
     net = mlp([latent_dim, *hidden, math.prod(output_shape)], activation)
     return nn.Sequential(net, nn.Unflatten(1, tuple(output_shape)))
+
+
+class InkCentroid(nn.Module):
+    """Features ``(n, 2)``: where the ink of each image is, standardised; no parameters.
+
+    The ink centroid (:func:`vaebook.data.ink_centroid`) minus the mean, divided by the standard
+    deviation, of the centroids of ``reference`` images ``(m, height, width)``, ``m >= 2``,
+    whose centroids must vary along both axes. Images are ``(n, height, width)``.
+    """
+
+    def __init__(self, reference):
+        super().__init__()
+        centroids = ink_centroid(reference)
+        if centroids.shape[0] < 2:
+            raise ValueError(f"reference must hold at least 2 images, got {centroids.shape[0]}")
+        spread = centroids.std(0)
+        if not bool((spread > 0).all()):
+            raise ValueError("reference images must have ink centroids that vary along both axes")
+        self.register_buffer("centre", centroids.mean(0))
+        self.register_buffer("spread", spread)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The standardised centroids ``(n, 2)`` of images ``x`` ``(n, height, width)``."""
+        return (ink_centroid(x).to(self.centre) - self.centre) / self.spread
+
+
+def centroid_encoder(reference, latent_dim: int = 2) -> GaussianEncoder:
+    """A :class:`GaussianEncoder` that sees only where the ink is.
+
+    Its mean and log-variance are affine functions of the image's ink centroid
+    (:class:`InkCentroid`, standardised on ``reference`` images). For one object on a blank
+    canvas it can carry the object's position along both axes and nothing else: a VAE with this
+    encoder shows what a code of the position is worth under a β-VAE objective (Sikka et al.'s
+    Fig. 3 asks whether trained codes carry both axes of motion).
+    """
+    return GaussianEncoder(InkCentroid(reference), 2, latent_dim)
 
 
 def conv_encoder(image_shape, latent_dim: int, channels=(32, 64), hidden: int = 128):
