@@ -41,9 +41,6 @@ from vaebook.priors import (
 F64 = torch.float64
 
 
-F64 = torch.float64
-
-
 def tanh_decoder(gen, d, p=5):
     """A small fixed decoder ``z ↦ tanh(z W + b) V``: ``(..., d) -> (..., p)``."""
     w, b, v = randn(gen, d, 8), randn(gen, 8), randn(gen, 8, p)

@@ -30,9 +30,6 @@ from vaebook.priors import (
 F64 = torch.float64
 
 
-F64 = torch.float64
-
-
 # --- priors: densities ---------------------------------------------------------------------
 
 

@@ -35,9 +35,6 @@ from vaebook.train import fit
 F64 = torch.float64
 
 
-F64 = torch.float64
-
-
 # --- objective (7) -------------------------------------------------------------------------
 
 
