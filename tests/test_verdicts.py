@@ -177,6 +177,115 @@ def test_summary_shows_the_margin():
     )
 
 
+# --- claims about a curve over groups ------------------------------------------------------------
+
+
+def test_versus_best_other_tests_the_group_against_its_strongest_rival():
+    groups = [[1.0, 2.0], [5.0, 6.5], [3.0, 4.0], [0.0, 1.0]]  # means 1.5, 5.75, 3.5, 0.5
+    v, rival = verdicts.versus_best_other(groups, 1, best="max", claim="greater")
+    assert rival == 2  # the largest mean among the others
+    assert v.effect == pytest.approx(5.75 - 3.5)
+    reference = verdicts.unpaired([5.0, 6.5], [3.0, 4.0], claim="greater", delta=0.0)
+    assert v.ci == pytest.approx(reference.ci) and v.label == reference.label
+    v, rival = verdicts.versus_best_other(groups, 1, best="min", claim="greater")
+    assert rival == 3 and v.effect == pytest.approx(5.75 - 0.5)  # the smallest mean
+    # the rival is never the group itself, even when it has the extreme mean
+    v, rival = verdicts.versus_best_other(np.array(groups), 3, best="min", claim="less")
+    assert rival == 0 and v.effect == pytest.approx(0.5 - 1.5)
+    assert v.ci == pytest.approx(
+        verdicts.unpaired([0.0, 1.0], [1.0, 2.0], claim="less", delta=0.0).ci
+    )
+
+
+def test_versus_best_other_labels_a_clear_peak_and_a_clear_miss():
+    rng = np.random.default_rng(0)
+    peak = [rng.normal(m, 0.1, 20) for m in (0.0, 1.0, 0.5)]
+    assert verdicts.versus_best_other(peak, 1, best="max", claim="greater")[0].label == "reproduced"
+    assert verdicts.versus_best_other(peak, 2, best="max", claim="greater")[0].label == (
+        "contradicted"
+    )
+    v, _ = verdicts.versus_best_other(peak, 1, best="max", claim="greater", delta=2.0)
+    assert v.label == "not reproduced" and v.delta == 2.0
+    v, _ = verdicts.versus_best_other(peak, 1, best="max", claim="greater", confidence=0.5)
+    assert v.confidence == 0.5
+
+
+def test_weakest_step_decides_a_trend_on_its_smallest_move():
+    groups = [[10.0, 10.2], [7.0, 7.2], [6.0, 6.4], [4.0, 4.2]]  # falls 2.9, 0.9, 2.1
+    v, i = verdicts.weakest_step(groups, claim="less")
+    assert i == 1 and v.effect == pytest.approx(6.2 - 7.1)
+    assert v.ci == pytest.approx(
+        verdicts.unpaired([6.0, 6.4], [7.0, 7.2], claim="less", delta=0.0).ci
+    )
+    rising = [[-x for x in g] for g in groups]  # rises 2.9, 0.9, 2.1
+    v, i = verdicts.weakest_step(rising, claim="greater")
+    assert i == 1 and v.effect == pytest.approx(7.1 - 6.2) and v.claim == "greater"
+    # one step the wrong way decides the trend, however large the others
+    rng = np.random.default_rng(1)
+    bumpy = [rng.normal(m, 0.1, 20) for m in (5.0, 3.0, 3.5, 1.0)]
+    v, i = verdicts.weakest_step(bumpy, claim="less")
+    assert i == 1 and v.label == "contradicted"
+    v, i = verdicts.weakest_step(bumpy, claim="less", delta=0.2, confidence=0.9)
+    assert v.label == "contradicted" and v.delta == 0.2 and v.confidence == 0.9
+    falling = [rng.normal(m, 0.1, 20) for m in (5.0, 3.0, 2.0, 1.0)]
+    assert verdicts.weakest_step(falling, claim="less")[0].label == "reproduced"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (
+            lambda: verdicts.versus_best_other([[1, 2]], 0, best="max", claim="greater"),
+            ValueError,
+            r"^groups must hold at least 2 groups, got 1",
+        ),
+        (
+            lambda: verdicts.versus_best_other([[1, 2], [3, 4]], 2, best="max", claim="greater"),
+            ValueError,
+            r"^at must index one of the 2 groups, got 2",
+        ),
+        (
+            lambda: verdicts.versus_best_other([[1, 2], [3, 4]], -1, best="max", claim="greater"),
+            ValueError,
+            r"^at must be >= 0",
+        ),
+        (
+            lambda: verdicts.versus_best_other([[1, 2], [3, 4]], 0, best="top", claim="greater"),
+            ValueError,
+            r"^best must be one of",
+        ),
+        (
+            lambda: verdicts.versus_best_other([[1, 2], [3]], 0, best="max", claim="greater"),
+            ValueError,
+            r"^groups\[1\] needs at least 2 values",
+        ),
+        (
+            lambda: verdicts.versus_best_other("ab", 0, best="max", claim="greater"),
+            TypeError,
+            r"^groups must be a sequence of samples, got str",
+        ),
+        (
+            lambda: verdicts.weakest_step(5.0, claim="less"),
+            TypeError,
+            r"^groups must be a sequence of samples, got float",
+        ),
+        (
+            lambda: verdicts.weakest_step([[1, 2], [3, 4]], claim="equal"),
+            ValueError,
+            r"^claim must be one of",
+        ),
+        (
+            lambda: verdicts.weakest_step([[1, 2], [3, np.nan]], claim="less"),
+            ValueError,
+            r"^groups\[1\] must be finite",
+        ),
+    ],
+)
+def test_curve_verdicts_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
 # --- bad input ----------------------------------------------------------------------------------
 
 

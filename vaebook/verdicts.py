@@ -24,6 +24,11 @@ A claim with several parts (a theorem's three statements, an effect on three fac
 :func:`joint`: it is reproduced only when every part is, contradicted when any part is, and
 otherwise takes the weakest part's label (not reproduced, then inconclusive).
 
+Claims about a curve measured on independent groups (one group of networks per value of β):
+:func:`versus_best_other` ("the peak is at β = 1": the group at β = 1 against the strongest
+rival) and :func:`weakest_step` ("the term falls with β": the step between neighbours where
+it falls least), both through Welch's interval.
+
 Exact computations (an identity checked to round-off, a quadrature against a closed form) go
 through :func:`exact`: the error against a stated tolerance.
 
@@ -55,6 +60,8 @@ __all__ = [
     "paired",
     "sample",
     "unpaired",
+    "versus_best_other",
+    "weakest_step",
 ]
 
 LABELS = ("reproduced", "not reproduced", "contradicted", "inconclusive")
@@ -290,6 +297,69 @@ def unpaired(
     )
 
 
+def versus_best_other(
+    groups, at: int, *, best: str, claim: str, delta: float = 0.0, confidence: float = 0.95
+) -> tuple[Verdict, int]:
+    """Verdict on group ``at`` against its strongest rival, e.g. "the ELBO peaks at β = 1".
+
+    The rival is the other group with the largest (``best="max"``) or the smallest
+    (``best="min"``) mean; the verdict is :func:`unpaired` on ``groups[at] - groups[rival]``.
+    With ``best="max"`` and ``claim="greater"`` it asks whether group ``at`` has the largest
+    mean; with ``best="min"`` and ``claim="greater"``, whether some other group has a smaller
+    mean than group ``at`` (e.g. "TIE is least at some β ≠ 1").
+
+    Parameters
+    ----------
+    groups : sequence of array-likes (or a 2-D array, one row per group), >= 2 groups of >= 2
+        values each, e.g. one value per network at each β.
+    at : index of the group the claim is about.
+    best : ``"max"`` or ``"min"``; claim, delta, confidence : as in :func:`unpaired`.
+
+    Returns
+    -------
+    ``(verdict, rival)``: the :class:`Verdict` and the rival's index.
+    """
+    groups = _groups(groups, "groups", minimum=2)
+    at = check_positive_int(at, "at", allow_zero=True)
+    if at >= len(groups):
+        raise ValueError(f"at must index one of the {len(groups)} groups, got {at}")
+    check_choice(best, "best", ("max", "min"))
+    means = [g.mean() for g in groups]
+    others = [i for i in range(len(groups)) if i != at]
+    pick = max if best == "max" else min
+    rival = pick(others, key=lambda i: means[i])
+    verdict = unpaired(groups[at], groups[rival], claim=claim, delta=delta, confidence=confidence)
+    return verdict, rival
+
+
+def weakest_step(
+    groups, *, claim: str, delta: float = 0.0, confidence: float = 0.95
+) -> tuple[Verdict, int]:
+    """Verdict on "the mean falls (``claim="less"``) or rises (``"greater"``) from each group
+    to the next", decided on the step where it moves least in that direction.
+
+    The step ``i -> i + 1`` with the largest rise of the mean (for ``"less"``; the largest fall
+    for ``"greater"``) is tested with :func:`unpaired` on ``groups[i + 1] - groups[i]``: a
+    monotone trend holds only if its weakest step does.
+
+    Parameters
+    ----------
+    groups : sequence of array-likes (or a 2-D array), >= 2 groups of >= 2 values each, in
+        order (e.g. by increasing β).
+    claim : ``"less"`` or ``"greater"``; delta, confidence : as in :func:`unpaired`.
+
+    Returns
+    -------
+    ``(verdict, i)``: the :class:`Verdict` and the index of the step's first group.
+    """
+    groups = _groups(groups, "groups", minimum=2)
+    check_choice(claim, "claim", ("less", "greater"))
+    steps = np.diff([g.mean() for g in groups])
+    i = int(np.argmax(steps) if claim == "less" else np.argmin(steps))
+    verdict = unpaired(groups[i + 1], groups[i], claim=claim, delta=delta, confidence=confidence)
+    return verdict, i
+
+
 def estimate(
     value: float,
     standard_error: float,
@@ -404,6 +474,14 @@ def _as_sample(values, name: str) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} must be finite")
     return a
+
+
+def _groups(groups, name: str, minimum: int) -> list[np.ndarray]:
+    if isinstance(groups, (str, bytes)) or not hasattr(groups, "__len__"):
+        raise TypeError(f"{name} must be a sequence of samples, got {type(groups).__name__}")
+    if len(groups) < minimum:
+        raise ValueError(f"{name} must hold at least {minimum} groups, got {len(groups)}")
+    return [_as_sample(g, f"{name}[{i}]") for i, g in enumerate(groups)]
 
 
 def _check_claim(claim, delta, target, confidence) -> None:
