@@ -166,6 +166,113 @@ def test_batched_decomposition_objective_with_per_member_weights_equals_a_loop(g
     torch.testing.assert_close(drawn.objective, again.objective, rtol=1e-12, atol=1e-12)
 
 
+def test_decomposition_objective_uses_the_requested_kl_method(gen):
+    log_lik, z, mu, logvar = _batch(gen)
+    prior = isotropic_gaussian(2)
+    q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+    p = torch.distributions.Normal(torch.zeros(2, dtype=F64), torch.ones(2, dtype=F64))
+    by_hand = {  # log q(z|x) integrated exactly, log p(z) at the single sample z
+        "mc": -q.entropy().sum(-1) - p.log_prob(z).sum(-1),
+        "analytic": torch.distributions.kl_divergence(q, p).sum(-1),
+    }
+    for method, expected in by_hand.items():
+        terms = decomposition_objective(
+            log_lik, z, mu, logvar, prior, alpha=0.0, beta=1.0, kl=method, generator=gen
+        )
+        torch.testing.assert_close(terms.kl, expected, rtol=1e-12, atol=1e-12)
+    assert (by_hand["mc"] - by_hand["analytic"]).abs().max().item() > 1e-3
+
+
+def test_decomposition_objective_draws_n_prior_samples_from_the_generator(gen):
+    log_lik, z, mu, logvar = _batch(gen)  # B = 8
+    prior = gaussian_mixture_2d()
+    for n, divergence in ((5, "kl"), (3, "mmd")):
+        kw = dict(alpha=1.0, beta=1.0, divergence=divergence)
+        drawn = decomposition_objective(
+            log_lik,
+            z,
+            mu,
+            logvar,
+            prior,
+            generator=torch.Generator().manual_seed(7),
+            n_prior_samples=n,
+            **kw,
+        )
+        zp = prior.sample(n, torch.Generator().manual_seed(7), dtype=F64)
+        given = decomposition_objective(log_lik, z, mu, logvar, prior, prior_samples=zp, **kw)
+        torch.testing.assert_close(drawn.divergence, given.divergence, rtol=1e-12, atol=1e-12)
+        batch = decomposition_objective(
+            log_lik, z, mu, logvar, prior, generator=torch.Generator().manual_seed(7), **kw
+        )  # default: B draws
+        assert abs(batch.divergence.item() - drawn.divergence.item()) > 1e-6
+
+
+def _mmd_brute_force(x, y, scale):
+    """Unbiased IMQ MMD² with one kernel ``C / (C + |a - b|²)``, ``C = 2 d scale``, by loops."""
+    c = 2 * x.shape[1] * scale
+
+    def mean_k(a, b, skip_diagonal):
+        values = [
+            c / (c + ((a[i] - b[j]) ** 2).sum().item())
+            for i in range(len(a))
+            for j in range(len(b))
+            if not (skip_diagonal and i == j)
+        ]
+        return sum(values) / len(values)
+
+    return mean_k(x, x, True) + mean_k(y, y, True) - 2 * mean_k(x, y, False)
+
+
+def test_decomposition_objective_passes_mmd_scales_to_the_kernel(gen):
+    log_lik, z, mu, logvar = _batch(gen, b=5)
+    prior = isotropic_gaussian(2)
+    zp = prior.sample(4, gen, dtype=F64)
+    kw = dict(alpha=1.0, beta=1.0, divergence="mmd", prior_samples=zp)
+    for scale in (0.1, 3.0):
+        terms = decomposition_objective(log_lik, z, mu, logvar, prior, mmd_scales=(scale,), **kw)
+        assert terms.divergence.item() == pytest.approx(_mmd_brute_force(z, zp, scale), rel=1e-10)
+
+
+def test_decomposition_objective_takes_z_as_a_list_in_the_dtype_of_mu(gen):
+    log_lik, z, mu, logvar = _batch(gen)
+    zp = isotropic_gaussian(2).sample(6, gen, dtype=F64)
+    kw = dict(alpha=1.0, beta=1.0, divergence="mmd", prior_samples=zp, kl="mc")
+    prior = isotropic_gaussian(2)
+    from_list = decomposition_objective(log_lik, z.tolist(), mu, logvar, prior, **kw)
+    from_tensor = decomposition_objective(log_lik, z, mu, logvar, prior, **kw)
+    assert from_list.objective.dtype == F64
+    _assert_same_terms(from_list, from_tensor)
+
+
+def test_decomposition_objective_weights_are_floats_or_tensors_in_the_dtype_of_mu(gen):
+    log_lik, z, mu, logvar = _batch(gen)
+    prior = isotropic_gaussian(2)
+    zp = prior.sample(6, gen, dtype=F64)
+    # a 0-dim tensor is a number: a float for one model, shared by every member of an ensemble
+    terms = decomposition_objective(
+        log_lik,
+        z,
+        mu,
+        logvar,
+        prior,
+        alpha=torch.tensor(2.0),
+        beta=torch.tensor(0.5),
+        prior_samples=zp,
+    )
+    assert isinstance(terms.alpha, float) and isinstance(terms.beta, float)
+    assert (terms.alpha, terms.beta) == (2.0, 0.5)
+    log_lik, z, mu, logvar = (t.float() for t in encoder_members(gen))
+    kw = dict(beta=1.0, prior_samples=zp.float())
+    shared = decomposition_objective(log_lik, z, mu, logvar, prior, alpha=torch.tensor(1.5), **kw)
+    assert shared.alpha == 1.5
+    # per-member weights given in float64 are used in the (float32) dtype of the encoders
+    alpha = torch.tensor([0.1, 1.5, 0.3], dtype=F64)
+    per_member = decomposition_objective(log_lik, z, mu, logvar, prior, alpha=alpha, **kw)
+    assert per_member.alpha.dtype == torch.float32
+    assert per_member.objective.dtype == torch.float32
+    torch.testing.assert_close(per_member.objective[1], shared.objective[1])
+
+
 # --- StructuredVAE -------------------------------------------------------------------------
 
 SHAPE = (5,)
@@ -306,6 +413,67 @@ def test_structured_vae_ensemble_trains_with_fit(gen):
     assert all(v.shape == (2,) and np.isfinite(v).all() for v in history.final().values())
 
 
+def test_structured_vae_defaults_are_alpha_zero_beta_one(gen):
+    vae, x = _vae(), randn(gen, 10, 5)
+    prior = student_t(2, 3.0)  # divergence and KL both > 0, so both weights show
+    default = StructuredVAE(vae, prior)
+    explicit = StructuredVAE(vae, prior, alpha=0.0, beta=1.0, divergence="kl", kl="auto")
+    assert (default.alpha.item(), default.beta.item()) == (0.0, 1.0)
+    terms = default.terms(x, torch.Generator().manual_seed(0))
+    _assert_same_terms(terms, explicit.terms(x, torch.Generator().manual_seed(0)))
+    assert terms.divergence.item() > 1e-3 and terms.kl_mean.item() > 1e-3
+    # encode is the base VAE's encoder
+    for got, expected in zip(default.encode(x), vae.encode(x), strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_structured_vae_uses_its_kl_method(gen):
+    vae, x = _vae(), randn(gen, 10, 5)
+    prior = isotropic_gaussian(2)
+    model = StructuredVAE(vae, prior, alpha=1.0, kl="mc")
+    terms = model.terms(x, torch.Generator().manual_seed(3))
+    expected = _by_hand(vae, prior, x, 3, alpha=1.0, beta=1.0, kl="mc")
+    _assert_same_terms(terms, expected)
+    analytic = _by_hand(vae, prior, x, 3, alpha=1.0, beta=1.0, kl="analytic")
+    assert (terms.kl - analytic.kl).abs().max().item() > 1e-3
+
+
+def test_structured_vae_weights_and_reconstruction_are_in_the_model_dtype(gen):
+    ensemble = EnsembleVAE(3, SHAPE, [8], 2, [8], betas=1.0, activation="tanh")  # float32
+    model = StructuredVAE(ensemble, isotropic_gaussian(2), alpha=(0.1, 0.2, 0.3), beta=0.7)
+    assert model.alpha.dtype == model.beta.dtype == torch.float32
+    assert model.terms(randn(gen, 4, 5).float()).objective.dtype == torch.float32
+
+    class CastingVAE(VAE):  # an encoder that accepts data of any dtype
+        def encode(self, x):
+            return super().encode(x.float())
+
+    with seeded(0):
+        vae = CastingVAE(mlp_encoder(SHAPE, [8], 2, "tanh"), mlp_decoder(2, [8], SHAPE, "tanh"))
+    model = StructuredVAE(vae, isotropic_gaussian(2))
+    x = randn(gen, 4, 5)  # float64 data: compared with the float32 decoder output in float32
+    terms = model.terms(x, torch.Generator().manual_seed(0))
+    assert terms.reconstruction.dtype == torch.float32
+    expected = model.terms(x.float(), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(terms.reconstruction, expected.reconstruction, rtol=0, atol=0)
+
+
+def test_structured_vae_prior_variances_of_a_fixed_prior_match_the_learned_start():
+    variances = torch.tensor([0.5, 1.5], dtype=F64)
+    with seeded(0):
+        vae = VAE(mlp_encoder(SHAPE, [8], 2, "tanh"), mlp_decoder(2, [8], SHAPE, "tanh"))
+    fixed = StructuredVAE(vae, anisotropic_gaussian(variances)).prior_variances()
+    learned = StructuredVAE(
+        vae, anisotropic_gaussian(variances), learn_prior_variances=True
+    ).prior_variances()
+    assert fixed.dtype == learned.dtype == torch.get_default_dtype()
+    torch.testing.assert_close(fixed, learned.detach())
+    with pytest.raises(
+        ValueError, match=r"^the prior StudentTPrior\(d=2, nu=3.0\) is not Gaussian$"
+    ):
+        StructuredVAE(vae, student_t(2, 3.0)).prior_variances()
+
+
 # --- StructuredVAE: learned Gaussian prior variances --------------------------------------
 
 
@@ -371,6 +539,25 @@ def test_structured_vae_learned_prior_needs_variances_summing_to_d():
         ValueError, match=r"^learn_prior_variances uses the analytic KL; kl='mc' is not used"
     ):
         StructuredVAE(_vae(), isotropic_gaussian(2), kl="mc", learn_prior_variances=True)
+
+
+def test_structured_vae_learned_prior_terms_of_one_model(gen):
+    model = StructuredVAE(_vae(), isotropic_gaussian(2), beta=2.0, learn_prior_variances=True)
+    terms = model.terms(randn(gen, 1, 5))  # a minibatch of one example
+    assert terms.kl.shape == (1,) and terms.divergence.shape == ()
+    assert terms.divergence.item() == 0.0
+    assert isinstance(terms.alpha, float) and isinstance(terms.beta, float)
+    assert (terms.alpha, terms.beta) == (0.0, 2.0)
+
+
+def test_structured_vae_learned_prior_accepts_a_total_off_by_rounding():
+    # variances summing to d = 4 up to a relative 1e-7 (float32 rounding) are accepted
+    variances = torch.tensor([1.0, 1.0, 1.0, 1.0 + 4e-7], dtype=F64)
+    model = StructuredVAE(_vae(d=4), anisotropic_gaussian(variances), learn_prior_variances=True)
+    assert model.prior_variances().sum().item() == pytest.approx(4.0, rel=1e-12)
+    bad = torch.tensor([1.0, 1.0, 1.0, 1.0 + 4e-4], dtype=F64)  # off by a relative 1e-4
+    with pytest.raises(ValueError, match=r"^learn_prior_variances holds the total prior"):
+        StructuredVAE(_vae(d=4), anisotropic_gaussian(bad), learn_prior_variances=True)
 
 
 def test_structured_vae_ensemble_accepts_one_batch_per_member(gen):
@@ -482,3 +669,54 @@ def test_bad_input_names_the_argument(index):
     call, error, name = _bad_calls()[index]
     with pytest.raises(error, match=rf"\b{name}\b"):
         call()
+
+
+def test_error_messages_start_with_the_argument():
+    p = isotropic_gaussian(2)
+    log_lik, z, mu, lv = torch.zeros(4), torch.zeros(4, 2), torch.zeros(4, 2), torch.zeros(4, 2)
+    kw = dict(alpha=1.0, beta=1.0)
+    cases = [
+        (
+            lambda: decomposition_objective(log_lik, z, mu, lv, p, kl="exact", **kw),
+            r"kl must be one of",
+        ),
+        (
+            lambda: decomposition_objective(log_lik, z.clone().fill_(math.nan), mu, lv, p, **kw),
+            r"z must be finite",
+        ),
+        (
+            lambda: decomposition_objective(log_lik, z, mu, lv, p, n_prior_samples=0, **kw),
+            r"n_prior_samples must be > 0, got 0$",
+        ),
+        (
+            lambda: decomposition_objective(
+                torch.zeros(3, 4),
+                z.expand(3, 4, 2),
+                mu.expand(3, 4, 2),
+                lv.expand(3, 4, 2),
+                p,
+                alpha=torch.ones(2),
+                beta=1.0,
+            ),
+            r"alpha must be a number or a tensor \(3,\) \(one per model\), got shape \(2,\)$",
+        ),
+        (lambda: StructuredVAE(_vae(), p, kl="exact"), r"kl must be one of"),
+        (
+            lambda: StructuredVAE(_vae(), p, alpha=0.5, learn_prior_variances=True),
+            r"learn_prior_variances needs alpha = 0 \(a β-VAE objective\)$",
+        ),
+        (
+            lambda: StructuredVAE(_vae(), p).terms(torch.full((2, 5), math.nan)),
+            r"x must be finite",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match="^" + message):
+            call()
+    with pytest.raises(
+        TypeError,
+        match=r"^base must be a vaebook\.nets\.VAE or vaebook\.ensemble\.EnsembleVAE, got Linear$",
+    ):
+        StructuredVAE(torch.nn.Linear(2, 2), p)
+    with pytest.raises(TypeError, match=r"^prior must be a vaebook\.priors\.Prior, got str$"):
+        StructuredVAE(_vae(), "normal")
