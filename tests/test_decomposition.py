@@ -392,3 +392,199 @@ def test_bad_input_names_the_argument(index):
     call, error, name = _bad_calls()[index]
     with pytest.raises(error, match=rf"\b{name}\b"):
         call()
+
+
+def _messages():
+    """``(call, error, anchored start of the message)``: each error names its argument."""
+    mu, lv, nan = torch.zeros(4, 2, dtype=F64), torch.zeros(4, 2, dtype=F64), float("nan")
+    p = isotropic_gaussian(2)
+    normal = torch.distributions.Independent(Normal(torch.zeros(2, dtype=F64), 1.0), 1)
+
+    def mc(beta=2.0, log_lik=(0.0,) * 4, annealed=normal, n_samples=10, prior=p, **kw):
+        return theorem1_monte_carlo(mu, lv, prior, beta, log_lik, annealed, n_samples, **kw)
+
+    enc, dec = mlp_encoder((5,), [6], 2, "tanh"), mlp_decoder(2, [6], (5,), "tanh")
+    half = torch.nn.Module()  # a linear mean head but no linear log-variance head
+    half.mu, half.logvar = torch.nn.Linear(5, 2), torch.nn.Tanh()
+    rot = torch.eye(2, dtype=F64)
+    return [
+        (lambda: theorem1_terms(mu, lv, p, 0.0, torch.zeros(4)), ValueError, r"beta must be > 0"),
+        (lambda: mc(beta=-1.0), ValueError, r"beta must be > 0"),
+        (lambda: mc(log_lik=torch.zeros(3)), ValueError, r"log_lik must have shape \(4,\), got"),
+        (lambda: mc(log_lik=[nan] * 4), ValueError, r"log_lik must be finite"),
+        (lambda: mc(annealed="t"), TypeError, r"annealed must be a torch\.distributions\.Dis"),
+        (lambda: mc(annealed="t"), TypeError, r".*, got str$"),
+        (lambda: mc(n_samples=0), ValueError, r"n_samples must be > 0"),
+        (lambda: mc(n_samples=1), ValueError, r"n_samples must be >= 2, got 1$"),
+        (
+            lambda: mc(prior=spike_and_slab(2, 0.5), method="closed_form"),
+            ValueError,
+            r"method='closed_form' is not available",
+        ),
+        (lambda: corollary1_constant(0, 2.0), ValueError, r"d must be > 0"),
+        (lambda: corollary1_constant(2, 0.0), ValueError, r"beta must be > 0"),
+        (lambda: entropy_regularised_elbo(0.0, lv, 0.0), ValueError, r"beta must be > 0"),
+        (lambda: entropy_regularised_elbo(0.0, lv * nan, 2.0), ValueError, r"logvar must be fin"),
+        (lambda: entropy_regularised_elbo([nan] * 4, lv, 2.0), ValueError, r"elbo must be finite"),
+        (
+            lambda: entropy_regularised_elbo(0.0, torch.tensor(0.0), 2.0),
+            ValueError,
+            r"logvar must have a last \(event\) dimension$",
+        ),
+        (lambda: random_rotation(0), ValueError, r"d must be > 0"),
+        (lambda: random_rotation(2, 7), TypeError, r"generator must be a torch\.Generator, got in"),
+        (lambda: rescale_encoder(mu, torch.zeros(4, 3), 2.0), ValueError, r"mu and logvar must"),
+        (lambda: rescale_encoder(mu * nan, lv, 2.0), ValueError, r"mu must be finite"),
+        (lambda: rescale_encoder(mu, lv * nan, 2.0), ValueError, r"logvar must be finite"),
+        (lambda: rescale_networks(enc, dec, 0.0), ValueError, r"beta must be > 0"),
+        (
+            lambda: rescale_networks(half, dec, 2.0),
+            TypeError,
+            r"encoder must have linear heads `mu` and `logvar` \(a GaussianEncoder\)$",
+        ),
+        (
+            lambda: rescale_networks(enc, torch.nn.Tanh(), 2.0),
+            TypeError,
+            r"decoder must contain an nn\.Linear acting on z$",
+        ),
+        (lambda: rotate_encoder(mu * nan, torch.eye(2), rot), ValueError, r"mu must be finite"),
+        (lambda: rotate_encoder(mu, torch.eye(2) * nan, rot), ValueError, r"cov must be finite"),
+        (lambda: rotate_encoder(mu, torch.eye(2), rot * nan), ValueError, r"R must be finite"),
+        (
+            lambda: rotate_encoder(torch.tensor(0.0), torch.eye(2), rot),
+            ValueError,
+            r"mu must have a last \(event\) dimension$",
+        ),
+        (
+            lambda: rotate_encoder(mu, torch.eye(2), torch.eye(3)),
+            ValueError,
+            r"R must be \(2, 2\) to match mu, got \(3, 3\)$",
+        ),
+        (
+            lambda: rotate_encoder(mu, torch.eye(2), 2 * rot),
+            ValueError,
+            r"R must be orthogonal \(R R\^T = I\)$",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_messages())))
+def test_error_messages_start_with_the_argument(index):
+    call, error, start = _messages()[index]
+    with pytest.raises(error, match=rf"^{start}"):
+        call()
+
+
+def test_theorem1_terms_keeps_float32():
+    prior = anisotropic_gaussian(torch.tensor([0.2, 1.0], dtype=F64))  # float64 variances
+    zeros = torch.zeros(3, 2, dtype=torch.float32)
+    terms = theorem1_terms(zeros, zeros, prior, 2.0, torch.zeros(3, dtype=torch.float32))
+    assert terms.beta_objective.dtype == terms.annealed_elbo.dtype == torch.float32
+
+
+def test_theorem1_monte_carlo_is_reproducible_and_per_example(gen):
+    mu, logvar, log_lik = randn(gen, 3, 2), randn(gen, 3, 2) - 1, randn(gen, 3)
+    prior = isotropic_gaussian(2)
+    annealed = torch.distributions.Independent(
+        Normal(torch.zeros(2, dtype=F64), math.sqrt(1 / 2.0)), 1
+    )
+
+    def run(seed, n_samples=200):
+        g = torch.Generator().manual_seed(seed)
+        return theorem1_monte_carlo(mu, logvar, prior, 2.0, log_lik, annealed, n_samples, g)
+
+    first, again = run(0), run(0)
+    for got, expected in zip(first, again, strict=True):
+        assert got.shape == (3,)
+        assert torch.equal(got, expected)  # same generator seed: same draws on both sides
+    assert not torch.equal(run(1).lhs, first.lhs) and not torch.equal(run(1).rhs, first.rhs)
+    small = run(0, n_samples=2)  # two draws per side are enough for a standard error
+    assert bool(torch.isfinite(small.gap_se).all())
+    # the method is used: closed form and quadrature of log F_β agree to ~1e-11, not exactly
+    closed = theorem1_monte_carlo(
+        mu,
+        logvar,
+        prior,
+        2.0,
+        log_lik,
+        annealed,
+        200,
+        torch.Generator().manual_seed(0),
+        method="closed_form",
+    )
+    torch.testing.assert_close(closed.rhs, first.rhs, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match=r"^method must be one of"):
+        theorem1_monte_carlo(mu, logvar, prior, 2.0, log_lik, annealed, 200, method="bogus")
+
+
+def test_argument_conversion_uses_the_dtype_of_the_tensors(gen):
+    """Lists and numbers are converted at the dtype of the tensor arguments (float64 here),
+    not at the default float32: a list [0.1] must give exactly the float64 result."""
+    mu, logvar = randn(gen, 4, 2), randn(gen, 4, 2)
+    lv_list = logvar.tolist()
+    _, lv2 = rescale_encoder(mu, lv_list, 2.0)
+    assert lv2.dtype == F64 and torch.equal(lv2, logvar + math.log(2.0))
+    elbo = [0.1, 0.2, 0.3, 0.4]
+    got = entropy_regularised_elbo(elbo, logvar, 3.0)
+    assert got.dtype == F64
+    assert torch.equal(got, torch.tensor(elbo, dtype=F64) + logvar.sum(-1))
+    prior = isotropic_gaussian(2)
+    log_lik = [0.1, 0.2, 0.3, 0.4]
+    terms = theorem1_terms(mu, logvar, prior, 1.0, log_lik)  # β = 1: KL(q||p) = KL(q||f_1)
+    expected = torch.tensor(log_lik, dtype=F64) - kl_diag_normal(mu, logvar)
+    torch.testing.assert_close(terms.beta_objective, expected, rtol=0, atol=1e-15)
+    R = random_rotation(2, gen)
+    mu_r, cov_r = rotate_encoder(mu, torch.eye(2).tolist(), R.tolist())
+    assert mu_r.dtype == cov_r.dtype == F64
+    torch.testing.assert_close(mu_r, mu @ R.T, rtol=0, atol=1e-15)
+    torch.testing.assert_close(cov_r, torch.eye(2, dtype=F64), rtol=0, atol=1e-15)
+
+
+def test_single_encoders_without_a_batch_dimension(gen):
+    """``(d,)`` inputs are one encoder (the documented ``(..., d)``), batches ``(m, n, d)``."""
+    mu, logvar = randn(gen, 3), randn(gen, 3)
+    mu2, logvar2 = rescale_encoder(mu, logvar, 4.0)
+    torch.testing.assert_close(mu2, 2 * mu, rtol=1e-15, atol=0)
+    torch.testing.assert_close(logvar2, logvar + math.log(4.0), rtol=1e-15, atol=0)
+    got = entropy_regularised_elbo(0.5, logvar, 3.0)
+    assert got.shape == () and abs(got.item() - (0.5 + logvar.sum().item())) < 1e-12
+    batch = randn(gen, 2, 4, 3)
+    got = entropy_regularised_elbo(torch.zeros(2, 4, dtype=F64), batch, 3.0)
+    torch.testing.assert_close(got, batch.sum(-1), rtol=1e-15, atol=0)
+    R = random_rotation(3, gen)
+    mu_r, cov_r = rotate_encoder(mu, torch.diag(logvar.exp()), R)
+    torch.testing.assert_close(mu_r, R @ mu, rtol=0, atol=1e-14)
+    torch.testing.assert_close(cov_r, R @ torch.diag(logvar.exp()) @ R.T, rtol=0, atol=1e-14)
+
+
+def test_random_rotation_over_many_seeds_without_and_with_a_generator():
+    """Every draw is a rotation (det +1: the reflection branch is taken about half the time),
+    a seeded generator makes it reproducible, and ``dtype`` is honoured."""
+    dets = []
+    for seed in range(12):
+        g = torch.Generator().manual_seed(seed)
+        q, r = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=F64))
+        dets.append(torch.linalg.det(q * torch.sign(torch.diagonal(r))).item())  # before the flip
+        R = random_rotation(3, torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(R @ R.T, torch.eye(3, dtype=F64), rtol=0, atol=1e-12)
+        assert abs(torch.linalg.det(R).item() - 1) < 1e-12
+        assert torch.equal(R, random_rotation(3, torch.Generator().manual_seed(seed)))
+    assert min(dets) < 0 < max(dets)  # both branches are exercised
+    R = random_rotation(4)  # no generator: the global one
+    torch.testing.assert_close(R @ R.T, torch.eye(4, dtype=F64), rtol=0, atol=1e-12)
+    R32 = random_rotation(5, torch.Generator().manual_seed(0), dtype=torch.float32)
+    assert R32.dtype == torch.float32
+
+
+def test_rotate_encoder_orthogonality_tolerance_is_ten_root_eps(gen):
+    """``R`` is accepted when ``R R^T = I`` to ``10 sqrt(eps)`` of its dtype: a float32 rotation
+    (error ~1e-7) passes, a float64 shear of 1.05 times the tolerance does not."""
+    R32 = random_rotation(8, gen, dtype=torch.float32)
+    mu = torch.zeros(2, 8, dtype=torch.float32)
+    mu_r, _ = rotate_encoder(mu, torch.eye(8), R32)
+    assert mu_r.dtype == torch.float32
+    tol = 10 * math.sqrt(torch.finfo(F64).eps)
+    mu, cov = torch.zeros(2, 2, dtype=F64), torch.eye(2, dtype=F64)
+    rotate_encoder(mu, cov, torch.tensor([[1.0, 0.95 * tol], [0.0, 1.0]], dtype=F64))
+    with pytest.raises(ValueError, match=r"^R must be orthogonal"):
+        rotate_encoder(mu, cov, torch.tensor([[1.0, 1.05 * tol], [0.0, 1.0]], dtype=F64))
