@@ -281,3 +281,195 @@ def test_bad_input_names_the_argument(index):
     call, error, name = _bad_calls()[index]
     with pytest.raises(error, match=rf"\b{name}\b"):
         call()
+
+
+def _nan_like(t):
+    return t * float("nan")
+
+
+def _non_finite_calls():
+    z, mu, lv = torch.zeros(4, 2, dtype=F64), torch.zeros(4, 2, dtype=F64), torch.zeros(4, 2)
+    p, nan = isotropic_gaussian(2), _nan_like
+    return [
+        (lambda: inclusive_kl_aggregate(nan(z), mu, lv, p), "prior_samples"),
+        (lambda: log_aggregate_posterior(z, nan(mu), lv), "mu"),
+        (lambda: log_aggregate_posterior(z, mu, nan(lv)), "logvar"),
+        (lambda: log_aggregate_posterior(nan(z), mu, lv), "z"),
+        (lambda: minibatch_log_aggregate_density(z, nan(mu), lv, 10), "mu"),
+        (lambda: minibatch_log_aggregate_density(z, mu, nan(lv), 10), "logvar"),
+        (lambda: minibatch_log_aggregate_density(nan(z), mu, lv, 10), "z"),
+        (lambda: aggregate_entropy_reference(nan(mu), lv, 10), "mu"),
+        (lambda: aggregate_entropy_reference(mu, nan(lv), 10), "logvar"),
+        (lambda: mmd_imq(nan(z), mu), "x"),
+        (lambda: mmd_imq(z, nan(mu)), "y"),
+        (lambda: mmd_imq_per_coordinate(nan(z), mu), "x"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_non_finite_calls())))
+def test_non_finite_input_is_reported_under_its_own_name(index):
+    call, name = _non_finite_calls()[index]
+    with pytest.raises(ValueError, match=rf"^{name} must be finite"):
+        call()
+
+
+def test_list_arguments_take_the_dtype_of_mu_or_x(gen):
+    # Python floats become float64 like mu (x), not the float32 default dtype: same values to
+    # 1e-12 as float64 tensors (0.1-style values are not float32-representable).
+    mu, logvar, z = randn(gen, 4, 2), randn(gen, 4, 2) - 1, randn(gen, 4, 2)
+    prior = isotropic_gaussian(2)
+
+    def same(a, b):
+        assert a.dtype == F64
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+    same(
+        inclusive_kl_aggregate(z.tolist(), mu, logvar, prior),
+        inclusive_kl_aggregate(z, mu, logvar, prior),
+    )
+    same(log_aggregate_posterior(z.tolist(), mu, logvar), log_aggregate_posterior(z, mu, logvar))
+    same(log_aggregate_posterior(z, mu, logvar.tolist()), log_aggregate_posterior(z, mu, logvar))
+    for w in ("stratified", "mws"):
+        expected = minibatch_log_aggregate_density(z, mu, logvar, 9, weighting=w)
+        same(minibatch_log_aggregate_density(z.tolist(), mu, logvar, 9, weighting=w), expected)
+        same(minibatch_log_aggregate_density(z, mu, logvar.tolist(), 9, weighting=w), expected)
+    same(mmd_imq(z, mu.tolist()), mmd_imq(z, mu))
+    same(mmd_imq_per_coordinate(z, mu.tolist()), mmd_imq_per_coordinate(z, mu))
+    ref = aggregate_entropy_reference(mu, logvar.tolist(), 20, torch.Generator().manual_seed(3))
+    expected = aggregate_entropy_reference(mu, logvar, 20, torch.Generator().manual_seed(3))
+    same(ref.estimate, expected.estimate)
+    same(ref.standard_error, expected.standard_error)
+
+
+def test_shape_errors_report_the_expected_and_actual_shapes():
+    mu = torch.zeros(2, 5, 3, dtype=F64)  # two models, B = 5, d = 3
+    with pytest.raises(
+        ValueError, match=r"^prior_samples must be \(M, 3\) with M >= 2, got \(1, 3\)$"
+    ):
+        inclusive_kl_aggregate(torch.zeros(1, 3), mu, mu, isotropic_gaussian(3))
+    with pytest.raises(ValueError, match=r"^z must be \(P, 3\), got \(7, 2\)$"):
+        log_aggregate_posterior(torch.zeros(7, 2), mu, mu)
+    z, lv = torch.zeros(4, 2), torch.zeros(4, 2)
+    with pytest.raises(
+        ValueError, match=r"^mu and logvar must both be \(N, d\), got \(4, 2\) and \(3, 2\)$"
+    ):
+        aggregate_entropy_reference(z, lv[:3], 10)
+    with pytest.raises(
+        ValueError,
+        match=r"^z, mu and logvar must all be \(B, d\), got \(4, 2\), \(4, 2\) and \(3, 2\)$",
+    ):
+        minibatch_log_aggregate_density(z, z, lv[:3], 10)
+    t = torch.zeros(2, 3, 2)
+    with pytest.raises(
+        ValueError, match=r"^z, mu and logvar must all be \(B, d\), got \(2, 3, 2\), "
+    ):
+        minibatch_log_aggregate_density(t, t, t, 10)
+    with pytest.raises(ValueError, match=r"^y has dimension 3 but x has 2$"):
+        mmd_imq(torch.randn(3, 4, 2), torch.randn(1, 5, 3))
+    with pytest.raises(ValueError, match=r"^x and y must be \(\.\.\., m, d\) and"):
+        mmd_imq_per_coordinate(torch.zeros(3), torch.zeros(4, 3))
+
+
+def test_integer_and_generator_arguments_are_checked_by_name():
+    z, lv = torch.zeros(4, 2), torch.zeros(4, 2)
+    with pytest.raises(ValueError, match=r"^n_samples must be > 0"):
+        aggregate_entropy_reference(z, lv, 0)
+    with pytest.raises(ValueError, match=r"^chunk_size must be > 0"):
+        aggregate_entropy_reference(z, lv, 10, chunk_size=0)
+    with pytest.raises(TypeError, match=r"^generator must be a torch\.Generator, got int$"):
+        aggregate_entropy_reference(z, lv, 10, 0)
+    with pytest.raises(ValueError, match=r"^dataset_size must be > 0"):
+        minibatch_log_aggregate_density(z, z, lv, 0)
+    with pytest.raises(
+        ValueError, match=r"^z: the stratified estimator needs a batch of at least 2 examples$"
+    ):
+        minibatch_log_aggregate_density(z[:1], z[:1], lv[:1], 10)
+
+
+@pytest.mark.parametrize("scales", [(), 5, "ab", None])
+def test_mmd_scales_must_be_a_non_empty_sequence(scales):
+    x = torch.randn(4, 2)
+    with pytest.raises(
+        TypeError, match=r"^scales must be a non-empty sequence of positive numbers$"
+    ):
+        mmd_imq(x, x + 1, scales=scales)
+
+
+def test_mmd_imq_with_two_samples_each_and_one_scale_matches_brute_force(gen):
+    # the smallest admissible samples (m = n = 2); a single scale s = 0.5, so C = 2 d s = 2
+    x, y = randn(gen, 2, 2), randn(gen, 2, 2) + 1
+
+    def k(a, b):
+        return 2.0 / (2.0 + ((a - b) ** 2).sum().item())
+
+    expected = k(x[0], x[1]) + k(y[0], y[1]) - sum(k(a, b) for a in x for b in y) / 2
+    assert abs(mmd_imq(x, y, scales=[0.5]).item() - expected) < 1e-12
+
+
+def test_mmd_imq_per_coordinate_batches_y_against_a_shared_x(gen):
+    x, y = randn(gen, 5, 2), randn(gen, 3, 6, 2) + 0.5  # one sample set against three
+    batched = mmd_imq_per_coordinate(x, y)
+    assert batched.shape == (3,)
+    for m in range(3):
+        assert abs(batched[m].item() - mmd_imq_per_coordinate(x, y[m]).item()) < 1e-12
+
+
+def test_stratified_density_of_a_batch_of_two_matches_eq_10b(gen):
+    n, mu, logvar = 5, randn(gen, 2, 3), randn(gen, 2, 3) - 1
+    z = randn(gen, 2, 3)
+
+    def q(zb, i):
+        return stats.multivariate_normal(mu[i].numpy(), np.diag(logvar[i].exp().numpy())).pdf(zb)
+
+    expected = [math.log(q(z[b], b) / n + (n - 1) / n * q(z[b], 1 - b)) for b in range(2)]
+    got = minibatch_log_aggregate_density(z, mu, logvar, n)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+
+
+def test_aggregate_entropy_reference_of_identical_components_is_the_gaussian_entropy():
+    # N = 3 copies of one diagonal Gaussian in d = 2: q(z) is that Gaussian
+    mu = torch.tensor([[0.3, -0.2]] * 3, dtype=F64)
+    logvar = torch.tensor([[0.4, -1.0]] * 3, dtype=F64)
+    est, se = aggregate_entropy_reference(mu, logvar, 4000, torch.Generator().manual_seed(0))
+    exact = entropy_diag_normal(logvar[0]).item()
+    assert abs(est.item() - exact) < 5 * se.item()
+    assert 0 < se.item() < 0.05
+
+
+def test_aggregate_entropy_reference_draws_from_its_generator_only(gen):
+    mu, logvar = randn(gen, 5, 2), randn(gen, 5, 2) - 1
+    first = aggregate_entropy_reference(mu, logvar, 50, torch.Generator().manual_seed(1))
+    torch.rand(10)  # moving the global RNG changes nothing for a seeded generator
+    second = aggregate_entropy_reference(mu, logvar, 50, torch.Generator().manual_seed(1))
+    assert first.estimate.item() == second.estimate.item()
+    assert first.standard_error.item() == second.standard_error.item()
+    other = aggregate_entropy_reference(mu, logvar, 50, torch.Generator().manual_seed(2))
+    assert other.estimate.item() != first.estimate.item()
+    unseeded = aggregate_entropy_reference(mu, logvar, 50)  # generator=None: the global RNG
+    assert math.isfinite(unseeded.estimate.item())
+
+
+def test_aggregate_entropy_reference_draws_at_float64_resolution():
+    # One standard normal component and n_samples = 2 (the minimum): -log q(z) = log(2π)/2 + a
+    # with a = z²/2, so the mean and standard error give back both |z|. Float64 draws are not
+    # float32-representable (float32 spacing near 1 is ~1e-7).
+    zeros = torch.zeros(1, 1, dtype=F64)
+    est, se = aggregate_entropy_reference(zeros, zeros, 2, torch.Generator().manual_seed(0))
+    mean_a = est.item() - 0.5 * math.log(2 * math.pi)
+    for a in (mean_a + se.item(), mean_a - se.item()):
+        z = math.sqrt(2 * a)
+        assert abs(float(np.float32(z)) - z) > 1e-12, z
+
+
+def test_inclusive_kl_with_two_prior_draws_in_one_dimension_matches_scipy(gen):
+    # the smallest admissible prior sample (M = 2) of a 1-D prior
+    zp, mu, logvar = randn(gen, 2, 1), randn(gen, 3, 1), randn(gen, 3, 1) - 1
+    sd = np.exp(0.5 * logvar.numpy()[:, 0])
+    expected = np.mean(
+        [
+            stats.norm.logpdf(z) - np.log(stats.norm.pdf(z, mu.numpy()[:, 0], sd).mean())
+            for z in zp.numpy()[:, 0]
+        ]
+    )
+    got = inclusive_kl_aggregate(zp, mu, logvar, isotropic_gaussian(1)).item()
+    assert abs(got - expected) < 1e-12
