@@ -69,7 +69,7 @@ def inclusive_kl_aggregate(prior_samples, mu, logvar, prior: Prior) -> torch.Ten
     prior_samples : tensor ``(M, d)``, draws of ``p(z)``.
     mu, logvar : tensors ``(B, d)``, the minibatch's encoders, or ``(..., B, d)`` for
         several models at once (e.g. an ensemble), each with its own aggregate posterior.
-    prior : :class:`Prior`.
+    prior : :class:`vaebook.priors.Prior`.
 
     Returns
     -------

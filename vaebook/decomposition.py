@@ -92,7 +92,7 @@ def theorem1_terms(mu, logvar, prior: Prior, beta, log_lik, *, z=None) -> Theore
     Parameters
     ----------
     mu, logvar : tensors ``(n, d)``, the encoder ``q(z|x) = N(mu, diag(exp(logvar)))``.
-    prior : :class:`Prior`.
+    prior : :class:`vaebook.priors.Prior`.
     beta : float > 0.
     log_lik : tensor ``(n,)``, an estimate of ``E_q[log p(x|z)]``; it enters both sides alike.
     z : optional tensor ``(S, n, d)`` or ``(n, d)`` of samples of ``q(z|x)``; required for a
@@ -181,19 +181,20 @@ def theorem1_monte_carlo(
       - \hat{\mathbb E}[\log q(z') - \log f_\beta(z')] + (\beta - 1)H[q] + \log F_\beta`, with
       ``log q`` from ``torch.distributions.Normal``, ``log f_β`` from ``annealed`` (the
       annealed prior reached by another route, e.g. the Student-t of the closed form) and
-      ``log F_β`` from :func:`annealed_log_normaliser` (by ``method``).
+      ``log F_β`` from :func:`vaebook.priors.annealed_log_normaliser` (by ``method``).
 
     Parameters
     ----------
     mu, logvar : tensors ``(n, d)``, the encoder ``q(z|x) = N(mu, diag(exp(logvar)))``.
-    prior : :class:`Prior`.
+    prior : :class:`vaebook.priors.Prior`.
     beta : float > 0.
     log_lik : tensor ``(n,)``, an estimate of ``E_q[log p(x|z)]``; it enters both sides alike.
     annealed : ``torch.distributions.Distribution`` whose ``log_prob`` maps ``(..., d)`` to
         ``(...)``: the normalised density :math:`f_\beta = p^\beta / F_\beta`.
     n_samples : int >= 2, draws per side and example.
     generator : optional ``torch.Generator``.
-    method : how :func:`annealed_log_normaliser` computes ``log F_β`` (default quadrature).
+    method : how :func:`vaebook.priors.annealed_log_normaliser` computes ``log F_β``
+        (default quadrature).
 
     Returns
     -------
@@ -332,7 +333,8 @@ def rotate_encoder(mu, cov, R) -> tuple[torch.Tensor, torch.Tensor]:
     Returns
     -------
     ``(mu @ R.T, R @ cov @ R.T)``. The matching decoder is ``z ↦ g(R^T z)``; with common
-    noise the rotated sample is ``R z``. Use :func:`kl_full_to_prior` for the KL term.
+    noise the rotated sample is ``R z``. Use :func:`vaebook.priors.kl_full_to_prior` for the KL
+    term.
     """
     mu = as_tensor(mu, "mu")
     cov = as_tensor(cov, "cov", like=mu)

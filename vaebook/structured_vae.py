@@ -131,16 +131,17 @@ def decomposition_objective(
     log_lik : tensor ``(B,)``, ``log p(x_i|z_i)`` at the encoder samples.
     z : tensor ``(B, d)``, one reparameterised sample of each ``q(z|x_i)``.
     mu, logvar : tensors ``(B, d)``, the encoders.
-    prior : :class:`Prior`.
+    prior : :class:`vaebook.priors.Prior`.
     alpha, beta : numbers ≥ 0 (or, for an ensemble, tensors ``(M,)`` of them).
     divergence : ``"kl"``: inclusive ``KL(p(z) || q(z))`` with the minibatch aggregate
-        posterior (:func:`inclusive_kl_aggregate`, Appendix B); ``"mmd"``: unbiased MMD² with
-        inverse multiquadratic kernels between ``z`` and prior draws (:func:`mmd_imq`);
-        ``"mmd_per_coordinate"``: the sum over coordinates of the 1-D MMD² between the same
-        samples (:func:`mmd_imq_per_coordinate`; the authors' code for the sparsity
-        experiment).
-    kl : ``"auto"``, ``"analytic"`` or ``"mc"``, passed to :func:`kl_to_prior` (``"mc"`` uses
-        ``z``).
+        posterior (:func:`vaebook.aggregate_posterior.inclusive_kl_aggregate`, Appendix B);
+        ``"mmd"``: unbiased MMD² with inverse multiquadratic kernels between ``z`` and prior
+        draws (:func:`vaebook.aggregate_posterior.mmd_imq`); ``"mmd_per_coordinate"``: the
+        sum over coordinates of the 1-D MMD² between the same samples
+        (:func:`vaebook.aggregate_posterior.mmd_imq_per_coordinate`; the authors' code for
+        the sparsity experiment).
+    kl : ``"auto"``, ``"analytic"`` or ``"mc"``, passed to
+        :func:`vaebook.priors.kl_to_prior` (``"mc"`` uses ``z``).
     generator : optional ``torch.Generator`` for the prior draws.
     prior_samples : optional tensor ``(M, d)`` of prior draws to use instead of drawing.
     n_prior_samples : number of prior draws when drawing (default ``B``).
@@ -192,13 +193,13 @@ class StructuredVAE(nn.Module):
     base : :class:`vaebook.nets.VAE`, or ``vaebook.ensemble.EnsembleVAE`` for ``M`` models
         trained at once (same mini-batches, independent weights). Its encoder, decoder,
         likelihood and decoder variance are used; its own β is ignored.
-    prior : :class:`Prior` with ``dim`` equal to the latent dimension.
+    prior : :class:`vaebook.priors.Prior` with ``dim`` equal to the latent dimension.
     alpha, beta : numbers ≥ 0, or for an ensemble ``M`` numbers (one per member).
     divergence : ``"kl"``, ``"mmd"`` or ``"mmd_per_coordinate"``, the :math:`\mathbb D` of (7)
         (see :func:`decomposition_objective`).
     kl : ``"auto"``, ``"analytic"`` or ``"mc"``, how ``KL(q(z|x) || p(z))`` is computed.
     learn_prior_variances : for a Gaussian prior whose variances sum to ``d`` (e.g. from
-        :func:`pca_variances`): learn its variances with the model (§6.1, "learned
+        :func:`vaebook.priors.pca_variances`): learn its variances with the model (§6.1, "learned
         anisotropic prior"), starting from ``prior.variances``, with the total variance held
         at ``d``: ``variances = d softmax(logits)``. Each ensemble member learns its own.
         Needs every ``alpha`` to be 0; the KL is then analytic.
