@@ -22,3 +22,13 @@ def encoder_members(gen, m=3, b=6, d=2):
     mu, logvar = randn(gen, m, b, d), randn(gen, m, b, d) - 1
     z = mu + torch.exp(0.5 * logvar) * randn(gen, m, b, d)
     return randn(gen, m, b), z, mu, logvar
+
+
+def seeded_gen(seed):
+    """A fresh ``torch.Generator`` seeded with ``seed``."""
+    return torch.Generator().manual_seed(seed)
+
+
+def positive(gen, *shape, low=0.2, high=3.0):
+    """Uniform float64 numbers in ``[low, high)``: variances away from 0."""
+    return low + (high - low) * torch.rand(shape, generator=gen, dtype=torch.float64)

@@ -201,8 +201,9 @@ def test_fit_trains_an_ensemble_with_one_history_entry_per_member(batch_size):
     probe = EnsembleProbe(members=3)
     history = fit(probe, data, epochs=200, batch_size=batch_size, lr=0.05, progress=False)
     assert len(history) == 200
-    for values in history.terms.values():
-        assert all(isinstance(v, np.ndarray) and v.shape == (3,) for v in values)
+    for key in history.terms:
+        assert all(isinstance(v, np.ndarray) and v.shape == (3,) for v in history[key])
+        assert all(isinstance(v, np.ndarray) for v in history.final().values())
     # Epoch 0 averages over every example once, per member (before any step w = 0).
     first = history["reconstruction"][0] if batch_size is None else None
     if first is not None:

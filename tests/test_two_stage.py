@@ -3,7 +3,6 @@ linear-Gaussian closed forms, finite differences and constructed models with kno
 
 import itertools
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from torch import nn
 
 from vaebook.ensemble import EnsembleVAE
 from vaebook.gaussian import kl_normal
+from vaebook.local_geometry import decoder_jacobian
 from vaebook.nets import VAE, mlp_decoder, mlp_encoder, seeded
 from vaebook.train import fit
 from vaebook.two_stage import (
@@ -22,7 +22,6 @@ from vaebook.two_stage import (
     active_dimensions,
     bent_line,
     construction_covariance,
-    decoder_jacobian,
     direction_sensitivity,
     encoder_variances,
     importance_log_marginal,
@@ -375,53 +374,6 @@ def test_bent_line_is_the_ridge_of_the_bent_density(gen):
     torch.testing.assert_close(xi[:, 1], torch.full((21,), 0.5, dtype=F64), rtol=0, atol=1e-15)
     # u is (..., 1): a single u of shape (1,) gives one point (2,).
     torch.testing.assert_close(bent_line(u[2, 1]), x[2, 1], rtol=1e-15, atol=0)
-
-
-def test_decoder_jacobian_of_bent_line_and_of_an_mlp(gen):
-    u = randn(gen, 9, 1)
-    jac = decoder_jacobian(bent_line, u)
-    assert jac.shape == (9, 2, 1)
-    expected = torch.stack(
-        [torch.ones(9, dtype=F64), 0.5 * math.pi * torch.cos(math.pi * u[:, 0])], 1
-    )
-    torch.testing.assert_close(jac[:, :, 0], expected, rtol=1e-14, atol=1e-15)
-    # An MLP: row by row, torch.autograd.functional.jacobian of one example.
-    with seeded(0):
-        net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 4)).double()
-    z = randn(gen, 5, 3)
-    jac = decoder_jacobian(net, z)
-    assert jac.shape == (5, 4, 3) and not jac.requires_grad
-    for i in range(5):
-        torch.testing.assert_close(jac[i], torch.autograd.functional.jacobian(net, z[i]))
-    # An ignored latent coordinate gives a zero column (not an error).
-    jac = decoder_jacobian(lambda v: torch.stack([v[:, 0] ** 2, 3 * v[:, 0]], 1), z[:, :2])
-    assert bool((jac[:, :, 1] == 0).all())
-    torch.testing.assert_close(jac[:, 0, 0], 2 * z[:, 0])
-    # A decoder that ignores z altogether (no tangent at all) has a zero Jacobian.
-    jac = decoder_jacobian(lambda v: torch.ones(v.shape[0], 2, dtype=F64), z)
-    assert jac.shape == (5, 2, 3) and bool((jac == 0).all())
-
-
-def test_decoder_jacobian_silences_only_torchs_deprecation_of_jit_script():
-    """torch's forward AD loads its decompositions through torch.jit.script on first use in a
-    process, which emits this DeprecationWarning: decoder_jacobian hides it, and nothing else."""
-    torch_message = (
-        "`torch.jit.script` is deprecated. Please switch to `torch.compile` or `torch.export`."
-    )
-
-    def decoder(v, category=DeprecationWarning, message=torch_message):
-        warnings.warn(message, category, stacklevel=1)
-        return bent_line(v)
-
-    u = torch.zeros(3, 1, dtype=F64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # any warning that escapes fails the test
-        jac = decoder_jacobian(decoder, u)
-    torch.testing.assert_close(jac, decoder_jacobian(bent_line, u), rtol=0, atol=0)
-    # A warning of the decoder's own reaches the caller, even one that mentions torch.jit.script.
-    own = "decoder: torch.jit.script failed, running eagerly"
-    with pytest.warns(UserWarning, match="^decoder: torch.jit.script failed"):
-        decoder_jacobian(lambda v: decoder(v, UserWarning, own), u)
 
 
 def test_construction_covariance_is_gamma_over_jtj_and_the_small_gamma_limit(gen):

@@ -5,10 +5,9 @@ is ``q(z|x, u) = N(μ, diag σ)`` (``σ`` holds *variances*), the conditional pr
 ``p(z|u) = N(μ†, diag σ†)``, and around a near-perfect reconstruction the decoder mean is
 linearised with its Jacobian ``J`` (``d × κ``) and a Gaussian noise variance ``γ``.
 
-- The proof of Theorem 1: :func:`local_cost` (eq. 10), its minimiser
-  :func:`optimal_posterior_covariance` (eq. 11), the minimiser over *diagonal* covariances
-  :func:`optimal_posterior_variances` (what a VAE's diagonal encoder can reach) and Weyl's
-  :func:`eigenvalue_bounds` (eq. 12).
+- The proof of Theorem 1: the local cost (eq. 10), its minimisers (eq. 11) and Weyl's bounds
+  (eq. 12) are in :mod:`vaebook.local_geometry`; :func:`laplace_posterior_variances` applies
+  them to a trained decoder.
 - The model of the experiments: :class:`IVAE` (encoder ``q(z|x, u)``, decoder, prior network
   ``u -> p(z|u)``) and :func:`mlp_ivae`, which builds one from MLPs.
 - Reading a trained model: :func:`representations` (the mean, variance and sampled
@@ -34,10 +33,10 @@ from .checks import (
     check_positive_int,
     check_sizes,
 )
-from .gaussian import LOG_2PI, cholesky_factor, kl_diag_normal, sample_diag_normal
+from .gaussian import kl_diag_normal, sample_diag_normal
+from .local_geometry import decoder_jacobian, optimal_posterior_variances
 from .nets import VAE, mlp, mlp_decoder, mlp_encoder, seeded
 from .objectives import LIKELIHOODS, ELBOTerms, decoder_mean, reconstruction_log_likelihood
-from .two_stage import decoder_jacobian
 
 __all__ = [
     "IVAE",
@@ -45,129 +44,26 @@ __all__ = [
     "LatentClasses",
     "Representations",
     "classify_latents",
-    "eigenvalue_bounds",
     "laplace_posterior_variances",
-    "local_cost",
     "mlp_ivae",
-    "optimal_posterior_covariance",
-    "optimal_posterior_variances",
     "representations",
 ]
 
 LATENT_LABELS = ("passive", "active", "mixed")
 
 
-# -- the proof of Theorem 1: the local cost around a near-perfect reconstruction ------------
-
-
-def _jacobian(J) -> torch.Tensor:
-    J = as_tensor(J, "J")
-    if J.dim() < 2:
-        raise ValueError(f"J must be (..., d, kappa), got shape {tuple(J.shape)}")
-    return J
-
-
-def _prior_covariance(prior_cov, J: torch.Tensor) -> torch.Tensor:
-    """``prior_cov`` as a matrix ``(..., κ, κ)``: a vector ``(κ,)`` holds diagonal variances."""
-    prior_cov = as_tensor(prior_cov, "prior_cov", like=J)
-    kappa = J.shape[-1]
-    if prior_cov.dim() == 1:
-        if prior_cov.shape[0] != kappa:
-            raise ValueError(
-                f"prior_cov has {prior_cov.shape[0]} variances but J has {kappa} columns"
-            )
-        if bool((prior_cov <= 0).any()):
-            raise ValueError("prior_cov must hold positive variances")
-        return torch.diag_embed(prior_cov)
-    if prior_cov.dim() < 2 or prior_cov.shape[-2:] != (kappa, kappa):
-        raise ValueError(
-            f"prior_cov must be (kappa,) variances or (..., kappa, kappa) with kappa = {kappa} "
-            f"(the columns of J), got shape {tuple(prior_cov.shape)}"
-        )
-    return prior_cov
-
-
-def optimal_posterior_covariance(J, prior_cov, gamma: float) -> torch.Tensor:
-    r"""The encoder covariance minimising the local cost (eq. 10): ``(Σ†⁻¹ + JᵀJ/γ)⁻¹`` (eq. 11).
-
-    Parameters
-    ----------
-    J : tensor ``(..., d, κ)``, the decoder Jacobian ``μ‡'[μ]`` at the posterior mean.
-    prior_cov : the prior covariance ``Σ†``: variances ``(κ,)`` (a diagonal prior, as in the
-        paper) or a positive definite matrix ``(..., κ, κ)``.
-    gamma : float > 0, the decoder noise variance ``γ``.
-
-    Returns
-    -------
-    tensor ``(..., κ, κ)``, symmetric positive definite.
-
-    Notes
-    -----
-    With ``Σ† = L Lᵀ`` (Cholesky) and ``Lᵀ JᵀJ L = V diag(s) Vᵀ``,
-    ``Σ = L V diag(γ / (γ + s)) Vᵀ Lᵀ``. Nothing is inverted, so the ``O(γ)`` eigenvalues keep
-    their relative accuracy when ``JᵀJ / γ`` is huge, and directions with ``s = 0`` (the null
-    space of ``J``) keep exactly the prior's covariance. ``Σ† = I`` gives Dai & Wipf's eq. 83
-    (:func:`vaebook.two_stage.optimal_encoder_covariance`).
-    """
-    J = _jacobian(J)
-    gamma = check_positive(gamma, "gamma")
-    chol = cholesky_factor(_prior_covariance(prior_cov, J), "prior_cov")
-    JL = J @ chol
-    s, V = torch.linalg.eigh(JL.mT @ JL)
-    # eigenvalues at round-off level are the null space of J: exactly zero, so that those
-    # directions keep the prior's covariance even when γ is below the round-off of s
-    tolerance = s.shape[-1] * torch.finfo(s.dtype).eps * s.amax(-1, keepdim=True)
-    s = torch.where(s <= tolerance, torch.zeros_like(s), s)
-    shrink = gamma / (gamma + s)
-    LV = chol @ V
-    cov = (LV * shrink.unsqueeze(-2)) @ LV.mT
-    return 0.5 * (cov + cov.mT)
-
-
-def optimal_posterior_variances(J, prior_var, gamma: float) -> torch.Tensor:
-    r"""The *diagonal* encoder covariance minimising eq. 10: ``σ_j = 1 / (1/σ†_j + |J_j|²/γ)``.
-
-    A VAE's encoder is diagonal, so it cannot reach eq. 11 unless ``JᵀJ`` is diagonal. Over
-    diagonal ``Σ`` eq. 10 separates into one term per latent,
-    ``σ_j A_jj / 2 - log σ_j / 2`` with ``A = Σ†⁻¹ + JᵀJ/γ``, minimised at ``σ_j = 1 / A_jj``.
-    A latent the decoder ignores (column ``J_j = 0``) keeps the prior variance exactly
-    (passive); one it uses gets ``σ_j ≈ γ / |J_j|² = O(γ)`` (active).
-
-    Parameters
-    ----------
-    J : tensor ``(..., d, κ)``, the decoder Jacobian.
-    prior_var : prior variances ``σ†``, broadcastable to ``(..., κ)``, all > 0.
-    gamma : float > 0.
-
-    Returns
-    -------
-    tensor ``(..., κ)``.
-    """
-    J = _jacobian(J)
-    gamma = check_positive(gamma, "gamma")
-    prior_var = as_tensor(prior_var, "prior_var", like=J)
-    if bool((prior_var <= 0).any()):
-        raise ValueError("prior_var must hold positive variances")
-    column_norms = (J**2).sum(-2)
-    try:
-        torch.broadcast_shapes(prior_var.shape, column_norms.shape)
-    except RuntimeError as err:
-        raise ValueError(
-            f"prior_var of shape {tuple(prior_var.shape)} does not broadcast to "
-            f"{tuple(column_norms.shape)} (the columns of J)"
-        ) from err
-    return prior_var * gamma / (gamma + prior_var * column_norms)
+# -- the proof of Theorem 1 on a trained decoder ---------------------------------------------
 
 
 def laplace_posterior_variances(model: nn.Module, mu, prior_var) -> torch.Tensor:
     r"""The encoder variances a trained decoder calls for: eq. 11 over diagonal ``Σ``, at ``μ``.
 
     The decoder is linearised at each posterior mean, as in the proof of Theorem 1, and
-    :func:`optimal_posterior_variances` is applied. For a Gaussian decoder the curvature of
-    ``-log p(x|z)`` in the decoder mean is ``I / γ``. For a Bernoulli decoder with logits
-    ``ℓ(z)`` and ``p = sigmoid(ℓ)`` it is ``diag(p (1 - p))`` in the logits (the Fisher
-    information, i.e. the Gauss-Newton part of the Hessian), so ``J`` is replaced by
-    ``diag(p (1 - p))^½ ∂ℓ/∂z`` and ``γ`` by 1.
+    :func:`vaebook.local_geometry.optimal_posterior_variances` is applied. For a Gaussian
+    decoder the curvature of ``-log p(x|z)`` in the decoder mean is ``I / γ``. For a Bernoulli
+    decoder with logits ``ℓ(z)`` and ``p = sigmoid(ℓ)`` it is ``diag(p (1 - p))`` in the
+    logits (the Fisher information, i.e. the Gauss-Newton part of the Hessian), so ``J`` is
+    replaced by ``diag(p (1 - p))^½ ∂ℓ/∂z`` and ``γ`` by 1.
 
     Parameters
     ----------
@@ -198,84 +94,6 @@ def laplace_posterior_variances(model: nn.Module, mu, prior_var) -> torch.Tensor
         gamma = math.exp(float(model.log_gamma))
     prior_var = as_tensor(prior_var, "prior_var", dtype=torch.float64)
     return optimal_posterior_variances(J, prior_var, gamma)
-
-
-def eigenvalue_bounds(J, prior_cov, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Weyl's bounds (eq. 12) on the eigenvalues of the optimal covariance (eq. 11).
-
-    With ``λ‡_1 ≥ ... ≥ λ‡_κ`` the eigenvalues of ``JᵀJ`` and ``λ†_min``, ``λ†_max`` the
-    extreme eigenvalues of ``Σ†``, the ``i``-th *smallest* eigenvalue ``λ_i`` of ``Σ`` obeys
-
-    ``1 / (1/λ†_min + λ‡_i/γ) ≤ λ_i ≤ 1 / (1/λ†_max + λ‡_i/γ)``.
-
-    Both bounds fall like ``γ / λ‡_i`` as ``γ → 0`` when ``λ‡_i > 0``; for the ``κ - r``
-    zero eigenvalues of a rank-``r`` Jacobian they stay at ``[λ†_min, λ†_max]``.
-
-    Parameters
-    ----------
-    J, prior_cov, gamma : as in :func:`optimal_posterior_covariance`.
-
-    Returns
-    -------
-    ``(lower, upper)``, tensors ``(..., κ)`` in ascending order, to compare with
-    ``torch.linalg.eigvalsh(optimal_posterior_covariance(J, prior_cov, gamma))``.
-    """
-    J = _jacobian(J)
-    gamma = check_positive(gamma, "gamma")
-    prior_matrix = _prior_covariance(prior_cov, J)
-    cholesky_factor(prior_matrix, "prior_cov")  # checks: symmetric, positive definite
-    prior = torch.linalg.eigvalsh(prior_matrix)
-    jtj = torch.linalg.eigvalsh(J.mT @ J).flip(-1).clamp_min(0.0)  # descending
-    lower = 1.0 / (1.0 / prior[..., :1] + jtj / gamma)
-    upper = 1.0 / (1.0 / prior[..., -1:] + jtj / gamma)
-    return lower, upper
-
-
-def local_cost(cov, J, prior_cov, gamma: float, mean_offset=None) -> torch.Tensor:
-    r"""The iVAE cost (eq. 4) after linearising the decoder at ``μ`` (eq. 10).
-
-    ``1/2 tr(Σ (Σ†⁻¹ + JᵀJ/γ)) + d/2 log(2πγ)
-    + 1/2 [(μ† - μ)ᵀ Σ†⁻¹ (μ† - μ) - κ + log|Σ†| - log|Σ|]``.
-
-    The paper writes ``k/2 log(2πγ)`` with ``k`` the latent dimension; the Gaussian decoder
-    over ``x ∈ R^d`` gives ``d/2``, as here. The term does not depend on ``Σ``, so eq. 11 is
-    unaffected.
-
-    Parameters
-    ----------
-    cov : tensor ``(..., κ, κ)``, the encoder covariance ``Σ`` (positive definite).
-    J, prior_cov, gamma : as in :func:`optimal_posterior_covariance`.
-    mean_offset : ``μ† - μ``, tensor ``(..., κ)``; default zero.
-
-    Returns
-    -------
-    tensor ``(...)``, in nats.
-    """
-    J = _jacobian(J)
-    gamma = check_positive(gamma, "gamma")
-    prior = _prior_covariance(prior_cov, J)
-    cov = as_tensor(cov, "cov", like=J)
-    kappa = J.shape[-1]
-    if cov.dim() < 2 or cov.shape[-2:] != (kappa, kappa):
-        raise ValueError(f"cov must be (..., {kappa}, {kappa}), got shape {tuple(cov.shape)}")
-    prior_chol = cholesky_factor(prior, "prior_cov")
-    cov_chol = cholesky_factor(cov, "cov")
-    eye = torch.eye(kappa, dtype=J.dtype, device=J.device)
-    prior_inv = torch.cholesky_solve(eye.expand_as(prior), prior_chol)
-    precision = prior_inv + J.mT @ J / gamma
-    trace = torch.diagonal(cov @ precision, dim1=-2, dim2=-1).sum(-1)
-    quad = torch.zeros_like(trace)
-    if mean_offset is not None:
-        delta = as_tensor(mean_offset, "mean_offset", like=J)
-        if delta.dim() == 0 or delta.shape[-1] != kappa:
-            raise ValueError(f"mean_offset must be (..., {kappa}), got {tuple(delta.shape)}")
-        quad = (delta.unsqueeze(-2) @ prior_inv @ delta.unsqueeze(-1)).squeeze(-1).squeeze(-1)
-    log_det = 2.0 * (
-        torch.log(torch.diagonal(prior_chol, dim1=-2, dim2=-1)).sum(-1)
-        - torch.log(torch.diagonal(cov_chol, dim1=-2, dim2=-1)).sum(-1)
-    )
-    d = J.shape[-2]
-    return 0.5 * trace + 0.5 * d * (LOG_2PI + math.log(gamma)) + 0.5 * (quad - kappa + log_det)
 
 
 # -- the identifiable VAE ---------------------------------------------------------------------

@@ -16,7 +16,6 @@ would. Every member sees the same mini-batches; the history holds one value per 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,33 +27,60 @@ from .objectives import _plain
 __all__ = ["History", "fit", "resolve_device"]
 
 
-@dataclass
 class History:
     """Epoch-averaged training curves: ``history["elbo"]`` is a list with one float per epoch.
+
+    ``History({"elbo": [...], ...})`` starts from recorded curves; :func:`fit` builds one.
 
     Keys are those of :meth:`~vaebook.objectives.ELBOTerms.as_dict` (reconstruction, kl, elbo,
     objective), plus one entry per learned decoder log-variance, named as the parameter
     (``log_gamma`` for a :class:`~vaebook.nets.VAE`, ``stage2.log_gamma`` for the second
     stage of a ``vaebook.two_stage.TwoStageVAE``). For an ensemble
     of ``M`` models each entry is a numpy array ``(M,)`` instead of a float (one value per
-    member), so ``np.stack(history["kl"])`` is an ``(epochs, M)`` array.
+    member), so ``np.stack(history["kl"])`` is an ``(epochs, M)`` array. ``history.terms``
+    is the whole record as a dict of such lists.
     """
 
-    terms: dict[str, list] = field(default_factory=dict)
+    def __init__(self, terms: dict[str, list] | None = None):
+        # An ensemble's row is stored as a tuple of floats and handed out as a numpy array:
+        # small arrays kept for the whole run would be malloc'd between the tensor buffers of
+        # the next steps and fragment the heap (about 0.7 MB per epoch for a 12-member
+        # full-batch run), while Python floats live in the interpreter's own arenas.
+        self._rows: dict[str, list] = {}
+        for key, values in (terms or {}).items():
+            self._rows[key] = [_as_row(v) for v in values]
+
+    @property
+    def terms(self) -> dict[str, list]:
+        return {key: self[key] for key in self._rows}
 
     def __getitem__(self, key: str) -> list:
-        return self.terms[key]
+        return [_as_value(v) for v in self._rows[key]]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._rows
 
     def __len__(self) -> int:
-        return len(next(iter(self.terms.values()), []))
+        return len(next(iter(self._rows.values()), []))
 
     def final(self) -> dict:
         """The last epoch's value of every term."""
-        return {key: values[-1] for key, values in self.terms.items()}
+        return {key: _as_value(rows[-1]) for key, rows in self._rows.items()}
 
     def append(self, values: dict) -> None:
+        """Record one epoch: ``values`` maps each term to a float or an ``(M,)`` array."""
         for key, value in values.items():
-            self.terms.setdefault(key, []).append(value)
+            self._rows.setdefault(key, []).append(_as_row(value))
+
+
+def _as_row(value):
+    """How a history entry is stored: a float as is, an ensemble's array as a tuple of floats."""
+    return tuple(value.tolist()) if isinstance(value, np.ndarray) else value
+
+
+def _as_value(stored):
+    """A stored history entry as documented: a float, or a numpy array for an ensemble."""
+    return np.array(stored) if isinstance(stored, tuple) else stored
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -12,8 +12,8 @@ The chapter ``book/two_stage.md`` uses these kernels. Notation follows the paper
   :func:`importance_log_marginal` (``log p_θ(x)`` and ``KL(q || p_θ(z|x))``) and
   :func:`negative_elbo` (the VAE cost (2) per example).
 - The small-γ analysis (Appendix I): :func:`optimal_encoder_covariance` (eq. 83), next to
-  the constructions' :func:`construction_covariance` (eqs. 24, 53) and
-  :func:`decoder_jacobian`.
+  the constructions' :func:`construction_covariance` (eqs. 24, 53); the decoder Jacobian and
+  the general local cost live in :mod:`vaebook.local_geometry`.
 - Diagnostics of a trained VAE: :func:`encoder_variances`, :func:`active_dimensions`,
   :func:`direction_sensitivity` (Fig. 10), :func:`latent_spectrum` (Fig. 1 right).
 - The enhancement of Section 4: :class:`TwoStageVAE`.
@@ -22,15 +22,14 @@ The chapter ``book/two_stage.md`` uses these kernels. Notation follows the paper
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 
 import torch
-import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from .checks import as_tensor, check_positive, check_positive_int
 from .gaussian import LOG_2PI, kl_normal, sample_diag_normal
+from .local_geometry import decoder_jacobian, optimal_posterior_covariance
 from .objectives import decoder_mean
 
 __all__ = [
@@ -39,7 +38,6 @@ __all__ = [
     "active_dimensions",
     "bent_line",
     "construction_covariance",
-    "decoder_jacobian",
     "direction_sensitivity",
     "encoder_variances",
     "importance_log_marginal",
@@ -255,35 +253,6 @@ def construction_covariance(J, gamma: float) -> torch.Tensor:
     return gamma * torch.linalg.inv(J.mT @ J)
 
 
-def decoder_jacobian(decoder: Callable, z) -> torch.Tensor:
-    """``∂f/∂z`` of a decoder at each row of ``z`` ``(n, r)``: ``(n, d, r)``.
-
-    ``decoder`` maps ``(n, r)`` to ``(n, d)`` row by row (row ``i`` of the output depends on
-    row ``i`` of the input only, as for :func:`bent_line` or an MLP) with differentiable torch
-    operations. Column ``k`` of every Jacobian is one forward-mode derivative along latent
-    ``k`` for the whole batch, so the cost is ``r`` forward passes and the memory that of one.
-    """
-    if not callable(decoder):
-        raise TypeError(f"decoder must be callable, got {type(decoder).__name__}")
-    z = as_tensor(z, "z").detach()
-    if z.dim() != 2:
-        raise ValueError(f"z must be (n, r), got {tuple(z.shape)}")
-    columns = []
-    with warnings.catch_warnings(), torch.no_grad(), fwAD.dual_level():
-        # torch's forward AD loads its decompositions through torch.jit.script on first use,
-        # which warns that torch.jit.script is deprecated: torch's internals, not ours
-        warnings.filterwarnings("ignore", r".*torch\.jit\.script.*", DeprecationWarning)
-        for k in range(z.shape[1]):
-            direction = torch.zeros_like(z)
-            direction[:, k] = 1.0
-            out = decoder(fwAD.make_dual(z, direction))
-            primal, tangent = fwAD.unpack_dual(out)
-            if primal.dim() != 2 or primal.shape[0] != z.shape[0]:
-                raise ValueError(f"decoder must map (n, r) to (n, d), got {tuple(primal.shape)}")
-            columns.append(torch.zeros_like(primal) if tangent is None else tangent)
-    return torch.stack(columns, -1)
-
-
 def bent_line(u) -> torch.Tensor:
     """A 1-D manifold in ``R^2``: ``u (..., 1) -> (u, 1/2 sin(π u))`` ``(..., 2)``.
 
@@ -441,11 +410,9 @@ def optimal_encoder_covariance(J, gamma: float) -> torch.Tensor:
     ``J`` is the decoder Jacobian ``(..., d, κ)`` at ``μ_z``; the result is ``(..., κ, κ)``.
     If ``J`` has rank ``r``, ``r`` eigenvalues are ``1 / (1 + S_i / γ) = O(γ)`` and ``κ - r``
     equal 1 (eqs. 84-85). It is the standard-prior case of Bonheme & Grzes' eq. 11,
-    :func:`vaebook.ivae.optimal_posterior_covariance`, which computes it without an inverse, so
-    it stays accurate when ``J^T J / γ`` is huge.
+    :func:`vaebook.local_geometry.optimal_posterior_covariance`, which computes it without an
+    inverse, so it stays accurate when ``J^T J / γ`` is huge.
     """
-    from .ivae import optimal_posterior_covariance  # ivae builds on this module
-
     J = as_tensor(J, "J")
     if J.dim() < 2:
         raise ValueError(f"J must be (..., d, kappa), got {tuple(J.shape)}")
