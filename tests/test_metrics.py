@@ -53,8 +53,13 @@ def test_hoyer_is_scale_invariant_and_in_unit_interval(gen):
 def test_dataset_hoyer_normalises_each_dimension_by_its_std(gen):
     z = torch.randn(200, 5, generator=gen, dtype=torch.float64).abs() + 0.1
     scales = torch.tensor([100.0, 1.0, 0.01, 5.0, 0.3], dtype=torch.float64)
-    manual = hoyer(z / z.std(0)).mean()
-    torch.testing.assert_close(dataset_hoyer(z), manual)
+    # By hand, row by row with numpy (and the std with ddof 0: a common factor cancels); the
+    # sums over 5 entries round at 1e-16, so 1e-12 is loose.
+    codes = z.numpy() / z.numpy().std(0)
+    by_row = [
+        (math.sqrt(5) - np.abs(r).sum() / np.sqrt((r**2).sum())) / (math.sqrt(5) - 1) for r in codes
+    ]
+    assert dataset_hoyer(z).item() == pytest.approx(np.mean(by_row), rel=1e-12)
     # Rescaling dimensions leaves it unchanged, although the raw per-example Hoyer moves a lot.
     torch.testing.assert_close(dataset_hoyer(z * scales), dataset_hoyer(z))
     assert hoyer(z * scales).mean() > hoyer(z).mean() + 0.3
@@ -668,6 +673,15 @@ def test_frechet_gaussian_names_a_covariance_that_is_not_psd(cov1, cov2, match):
         frechet_gaussian(torch.zeros(2), cov1, torch.zeros(2), cov2)
 
 
+def scipy_frechet(x, y):
+    """The Fréchet distance of the Gaussians fitted to numpy samples, via scipy.linalg.sqrtm."""
+    c1, c2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    with warnings.catch_warnings():  # dead ReLU units make C1 C2 of digit features singular;
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)  # the root stays accurate
+        cross = np.real(scipy.linalg.sqrtm(c1 @ c2))
+    return float(((x.mean(0) - y.mean(0)) ** 2).sum() + np.trace(c1 + c2 - 2 * cross))
+
+
 def test_frechet_distance_of_samples(gen):
     cov = torch.tensor([[2.0, 0.5, 0.0], [0.5, 1.0, 0.3], [0.0, 0.3, 0.5]], dtype=F64)
     chol = torch.linalg.cholesky(cov)
@@ -680,17 +694,13 @@ def test_frechet_distance_of_samples(gen):
     assert 0 <= same < 5e-3
     assert different > 0.5 and different > 100 * same
     assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-9)
-    # It is frechet_gaussian of the sample moments (ddof = 1, numpy's cov).
-    moments = [(v.mean(0), torch.tensor(np.cov(v.numpy().T))) for v in (x, other)]
-    expected = frechet_gaussian(*moments[0], *moments[1])
-    assert different == pytest.approx(expected, rel=1e-10)
-    # Samples of different sizes and any dtype.
-    assert frechet_distance(x[:500].float(), other) == pytest.approx(
-        frechet_gaussian(
-            x[:500].float().double().mean(0), torch.cov(x[:500].float().double().T), *moments[1]
-        ),
-        rel=1e-8,
-    )
+    # It is the Gaussian formula on the sample moments (ddof = 1), here by numpy and scipy's
+    # sqrtm of C1 C2 (the pytorch-fid route); both are float64 on 3 x 3 matrices of condition
+    # about 10, so 1e-10 is loose. Samples of different sizes and float32 ones too.
+    assert different == pytest.approx(scipy_frechet(x.numpy(), other.numpy()), rel=1e-10)
+    small = x[:500].float()
+    expected = scipy_frechet(small.double().numpy(), other.numpy())
+    assert frechet_distance(small, other) == pytest.approx(expected, rel=1e-10)
 
 
 def test_frechet_distance_in_one_dimension(gen):
@@ -724,13 +734,25 @@ def test_sqrtm_psd_round_off_tolerances_are_relative(scale):
     def diag(last):
         return scale * torch.diag(torch.tensor([1.0, 1.0, 1.0, last], dtype=F64))
 
-    torch.testing.assert_close(sqrtm_psd(diag(-2e-10)), sqrtm_psd(diag(0.0)))
+    # Accepted and clamped, in the basis of H = HADAMARD (orthogonal, its entries ±1/2 exact in
+    # binary): the root of H diag(s, s, s, 0) Hᵀ is H diag(√s, √s, √s, 0) Hᵀ. The eigenvalues
+    # come with an error of about 1e-16 s, the root's entries of about 1e-16 √s: 1e-14 √s is loose.
+    expected = HADAMARD @ diag(0.0).sqrt() @ HADAMARD.T
+    got = sqrtm_psd(HADAMARD @ diag(-2e-10) @ HADAMARD.T)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-14 * math.sqrt(scale))
     with pytest.raises(ValueError, match=r"^a must be positive semi-definite"):
         sqrtm_psd(diag(-1e-9))
     # Asymmetry: accepted up to 1e-10 max(1, max|a|) absolute plus 1e-8 relative.
     big = scale * torch.eye(2, dtype=F64)
     big[0, 1] = 0.5e-10 * max(1.0, scale)
-    torch.testing.assert_close(sqrtm_psd(big), sqrtm_psd(scale * torch.eye(2, dtype=F64)))
+    # Symmetrised to [[s, c], [c, s]] (c = big[0, 1] / 2), eigenvalues s ± c on (1, ±1) / √2:
+    # its root has √(s ± c) averaged on the diagonal, halved differences off it.
+    c = big[0, 1] / 2
+    plus, minus = torch.sqrt(scale + c), torch.sqrt(scale - c)
+    root = torch.stack(
+        [torch.stack([plus + minus, plus - minus]), torch.stack([plus - minus, plus + minus])]
+    )
+    torch.testing.assert_close(sqrtm_psd(big), root / 2, rtol=1e-14, atol=1e-14 * math.sqrt(scale))
     for off in (1.5e-10 * max(1.0, scale), 1e-9 * max(1.0, scale)):
         skew = scale * torch.eye(2, dtype=F64)
         skew[0, 1] = off
@@ -757,11 +779,10 @@ def test_frechet_gaussian_accepts_round_off_negative_eigenvalues_at_any_scale():
     # scale 1e-6 it is the cross term's largest eigenvalue in magnitude: still round-off.
     cov1 = torch.diag(torch.tensor([1e-6, 1.0], dtype=F64))
     cov2 = torch.diag(torch.tensor([1.0, -1.8e-10], dtype=F64))
-    clamped = torch.diag(torch.tensor([1.0, 0.0], dtype=F64))
     value = frechet_gaussian(torch.zeros(2), cov1, torch.zeros(2), cov2)
-    assert value == pytest.approx(
-        frechet_gaussian(torch.zeros(2), cov1, torch.zeros(2), clamped), abs=1e-9
-    )
+    # Commuting covariances with the round-off eigenvalue as 0: Σ (√a_i - √b_i)². The traces
+    # still hold the -1.8e-10; left unclamped the cross term would add 2 √1.8e-10 = 2.7e-5.
+    assert value == pytest.approx((1e-3 - 1.0) ** 2 + (1.0 - 0.0) ** 2, abs=1e-9)
 
 
 def test_frechet_distance_of_two_observations_each():
@@ -804,14 +825,9 @@ def test_digits_frechet_is_zero_for_the_same_images_and_large_for_noise(
     assert to_noise > 10 * halves > 0
     # Independent reference: numpy moments of the features and scipy's sqrtm of C1 C2 (the
     # pytorch-fid route: tr sqrt(C1 C2) = tr (C1^1/2 C2 C1^1/2)^1/2), not vaebook's formula.
+    f1 = digits_features.features(real).double().numpy()
     for images, value in ((other, halves), (noise, to_noise)):
-        f1 = digits_features.features(real).double().numpy()
-        f2 = digits_features.features(images).double().numpy()
-        c1, c2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
-        with warnings.catch_warnings():  # dead ReLU units make C1 C2 singular; the root is
-            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)  # still accurate here
-            cross = scipy.linalg.sqrtm(c1 @ c2)
-        reference = ((f1.mean(0) - f2.mean(0)) ** 2).sum() + np.trace(c1 + c2 - 2 * cross.real)
+        reference = scipy_frechet(f1, digits_features.features(images).double().numpy())
         assert value == pytest.approx(reference, rel=1e-6)
 
 
