@@ -460,18 +460,19 @@ def test_local_cost_batches_over_covariances_and_offsets(gen, make_spd):
     assert got[3].item() == pytest.approx(
         direct_local_cost(covs[0], J, prior, 0.7, offsets[3].numpy()), rel=1e-12
     )
-    # A (2, 3) batch of Jacobians, priors (each with its own log-determinant), covariances and
+    # A (2, 5) batch of Jacobians, priors (each with its own log-determinant), covariances and
     # offsets: every member is eq. 10 of its own inputs, and the result has the batch's shape.
+    # (No batch size equals κ = 3, so κ can only be read from the last axis of J.)
     Js, priors, covs, offsets = (
-        randn(gen, 2, 3, 4, 3),
-        make_spd(3, 2, 3),
-        make_spd(3, 2, 3),
-        randn(gen, 2, 3, 3),
+        randn(gen, 2, 5, 4, 3),
+        make_spd(3, 2, 5),
+        make_spd(3, 2, 5),
+        randn(gen, 2, 5, 3),
     )
     got = local_cost(covs, Js, priors, 0.7, mean_offset=offsets)
-    assert got.shape == (2, 3)
+    assert got.shape == (2, 5)
     for i in range(2):
-        for j in range(3):
+        for j in range(5):
             expected = direct_local_cost(
                 covs[i, j], Js[i, j], priors[i, j], 0.7, offsets[i, j].numpy()
             )
@@ -681,3 +682,28 @@ def test_decoder_jacobian_silences_only_torchs_deprecation_of_jit_script():
     own = "decoder: torch.jit.script failed, running eagerly"
     with pytest.warns(UserWarning, match="^decoder: torch.jit.script failed"):
         decoder_jacobian(lambda v: decoder(v, UserWarning, own), u)
+
+
+@pytest.mark.parametrize(
+    ("decoder", "z", "error", "match"),
+    [
+        ("f", torch.zeros(3, 1), TypeError, r"decoder must be callable, got str$"),
+        (bent_line, torch.zeros(3), ValueError, r"z must be \(n, r\), got \(3,\)$"),
+        (bent_line, torch.full((3, 1), math.nan), ValueError, "z must be finite"),
+        (
+            lambda z: z.sum(),
+            torch.zeros(3, 1),
+            ValueError,
+            r"decoder must map \(n, r\) to \(n, d\), got \(\)$",
+        ),
+        (  # two-dimensional, but not one output row per input row
+            lambda z: z[:2],
+            torch.zeros(3, 1),
+            ValueError,
+            r"decoder must map \(n, r\) to \(n, d\), got \(2, 1\)$",
+        ),
+    ],
+)
+def test_decoder_jacobian_rejects_bad_input_naming_the_argument(decoder, z, error, match):
+    with pytest.raises(error, match="^" + match):
+        decoder_jacobian(decoder, z)
