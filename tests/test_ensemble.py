@@ -444,6 +444,47 @@ def test_member_carries_its_learned_log_gamma_and_load_member_writes_it_back():
     assert not isinstance(fixed.member(0).log_gamma, nn.Parameter)
 
 
+def test_one_fixed_log_gamma_per_member_reaches_each_members_likelihood(gen, tape):
+    ens = small_ensemble(log_gamma=GAMMAS.tolist()).double()
+    assert not ens.learn_gamma and "log_gamma" in dict(ens.named_buffers())
+    assert ens.log_gamma.tolist() == GAMMAS.tolist()
+    # The decoder variances do not enter the initial weights.
+    shared = small_ensemble(log_gamma=0.0).double()
+    weights = {k: v for k, v in ens.state_dict().items() if k != "log_gamma"}
+    assert all(torch.equal(v, shared.state_dict()[k]) for k, v in weights.items())
+    x = torch.rand(5, *SHAPE, generator=gen, dtype=F64)
+    tape.record()
+    terms = ens.terms(x, torch.Generator().manual_seed(2))
+    for m in range(3):
+        single = ens.member(m)
+        assert single.log_gamma.item() == GAMMAS[m].item()
+        tape.replay(m)
+        torch.testing.assert_close(
+            terms.reconstruction[m], single.terms(x, torch.Generator()).reconstruction,
+            rtol=1e-13, atol=1e-12,
+        )
+    # Member 1's reconstruction term with variance e^0.25 differs from member 0's (e^-0.5).
+    assert not torch.allclose(terms.reconstruction[0], terms.reconstruction[1])
+    learned = small_ensemble(learn_gamma=True, log_gamma=GAMMAS.tolist())
+    assert isinstance(learned.log_gamma, nn.Parameter)
+    assert learned.log_gamma.tolist() == GAMMAS.tolist()
+
+
+@pytest.mark.parametrize(
+    ("log_gamma", "error", "match"),
+    [
+        ([0.0, 1.0], ValueError, r"log_gamma must be a number or 3 numbers \(one per member\)"),
+        ([[0.0, 1.0, 2.0]], ValueError, "got shape \\(1, 3\\)"),
+        ([0.0, math.inf, 1.0], ValueError, "log_gamma must be finite"),
+        (["a", "b", "c"], TypeError, "log_gamma must be a number or a sequence"),
+        (None, TypeError, "log_gamma must be a number or a sequence"),
+    ],
+)
+def test_bad_per_member_log_gamma_raises_naming_it(log_gamma, error, match):
+    with pytest.raises(error, match=match):
+        small_ensemble(log_gamma=log_gamma)
+
+
 def test_member_keeps_a_float64_learned_log_gamma_exactly():
     ens = small_ensemble(learn_gamma=True).double()
     with torch.no_grad():

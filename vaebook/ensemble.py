@@ -137,9 +137,12 @@ class EnsembleVAE(nn.Module):
         > 0: member ``m`` maximises ``reconstruction - betas[m] * kl``. One ensemble can hold
         a β grid times several initialisations, e.g. ``betas=np.repeat(grid, 16)``.
     likelihood : ``"gaussian"`` (decoder outputs the mean) or ``"bernoulli"`` (logits).
-    log_gamma : log-variance of the Gaussian decoder (the initial value when it is learned).
+    log_gamma : log-variance of the Gaussian decoder (the initial value when it is learned):
+        a finite number shared by every member, or a sequence / 1-D tensor of ``M`` finite
+        numbers, one per member (e.g. a grid of fixed decoder variances in one ensemble).
     learn_gamma : whether each member learns its own decoder variance (Dai & Wipf): then
-        ``log_gamma`` is a parameter of shape ``(M,)``, otherwise a fixed scalar buffer.
+        ``log_gamma`` is a parameter of shape ``(M,)``; otherwise it is a fixed buffer, a
+        scalar when one number was given and ``(M,)`` for one number per member.
     activation : a key of ``vaebook.nets.ACTIVATIONS`` (e.g. ``"tanh"``).
     seed : int >= 0. Member ``m`` holds the weights of the ``m``-th VAE built, one after the
         other, after ``torch.manual_seed(seed)``; in particular member 0 equals
@@ -182,14 +185,15 @@ class EnsembleVAE(nn.Module):
         self.likelihood = check_choice(likelihood, "likelihood", LIKELIHOODS)
         self.activation = check_choice(activation, "activation", ACTIVATIONS)
         check_positive_int(seed, "seed", allow_zero=True)
-        log_gamma = _finite_number(log_gamma, "log_gamma")
+        log_gamma = _log_gamma_per_member(log_gamma, members)
         self.register_buffer(
             "betas", check_per_member(betas, "betas", members).to(torch.get_default_dtype())
         )
+        dtype = torch.get_default_dtype()
         if learn_gamma:
-            self.log_gamma = nn.Parameter(torch.full((members,), log_gamma))
+            self.log_gamma = nn.Parameter(log_gamma.expand(members).to(dtype).clone())
         else:
-            self.register_buffer("log_gamma", torch.tensor(log_gamma))
+            self.register_buffer("log_gamma", log_gamma.to(dtype))
 
         input_dim = math.prod(self.input_shape)
         feature_dim = self.encoder_hidden[-1]
@@ -204,7 +208,7 @@ class EnsembleVAE(nn.Module):
             )
         with seeded(seed):
             for m in range(members):
-                self.load_member(m, self._single_vae(beta=1.0, log_gamma=log_gamma))
+                self.load_member(m, self._single_vae(beta=1.0, log_gamma=self._log_gamma(m)))
 
     # -- members as ordinary VAEs ---------------------------------------------------------
 
@@ -223,6 +227,10 @@ class EnsembleVAE(nn.Module):
             log_gamma=log_gamma,
             learn_gamma=self.learn_gamma,
         )
+
+    def _log_gamma(self, m: int) -> float:
+        """Member ``m``'s decoder log-variance as a float."""
+        return (self.log_gamma[m] if self.log_gamma.dim() else self.log_gamma).item()
 
     def _linears(self) -> list[EnsembleLinear]:
         body = [layer for layer in self.encoder_body if isinstance(layer, EnsembleLinear)]
@@ -245,9 +253,8 @@ class EnsembleVAE(nn.Module):
         :meth:`load_member` for the way back). The global random state is left untouched.
         """
         m = self._member_index(m)
-        log_gamma = self.log_gamma[m] if self.learn_gamma else self.log_gamma
         with torch.random.fork_rng(devices=[]):
-            vae = self._single_vae(beta=float(self.betas[m]), log_gamma=float(log_gamma))
+            vae = self._single_vae(beta=float(self.betas[m]), log_gamma=self._log_gamma(m))
         ref = self.mu.weight
         vae.to(device=ref.device, dtype=ref.dtype)
         if self.learn_gamma:
@@ -360,6 +367,26 @@ class EnsembleVAE(nn.Module):
 
     def extra_repr(self) -> str:
         return f"members={self.members}, likelihood={self.likelihood!r}"
+
+
+def _log_gamma_per_member(value, members: int) -> torch.Tensor:
+    """``log_gamma`` as a float64 tensor: 0-dim for one number, ``(members,)`` for one each."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return torch.tensor(_finite_number(value, "log_gamma"), dtype=torch.float64)
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        raise TypeError(f"log_gamma must be a number or a sequence of numbers, got {value!r}")
+    try:
+        values = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(
+            f"log_gamma must be a number or a sequence of numbers, got {type(value).__name__}"
+        ) from err
+    if values.shape != (members,):
+        raise ValueError(
+            f"log_gamma must be a number or {members} numbers (one per member), "
+            f"got shape {tuple(values.shape)}"
+        )
+    return values  # each member's VAE checks that its value is finite
 
 
 def _finite_number(value, name: str) -> float:
