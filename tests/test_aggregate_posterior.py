@@ -19,6 +19,8 @@ from vaebook.aggregate_posterior import (
     minibatch_weighted_entropy,
     mmd_imq,
     mmd_imq_per_coordinate,
+    sample_aggregate_posterior,
+    sample_gaussian_fit,
 )
 from vaebook.gaussian import (
     entropy_diag_normal,
@@ -473,3 +475,71 @@ def test_inclusive_kl_with_two_prior_draws_in_one_dimension_matches_scipy(gen):
     )
     got = inclusive_kl_aggregate(zp, mu, logvar, isotropic_gaussian(1)).item()
     assert abs(got - expected) < 1e-12
+
+
+# --- samples of the aggregate posterior and of its Gaussian fit ---------------------------
+
+
+def test_aggregate_posterior_samples_follow_the_mixture():
+    # Three encodings: two narrow ones at -4 and +4 and a wide one at 0 (d = 1, two models
+    # stacked, the second a mirror image of the first).
+    mu = torch.tensor([[-4.0], [4.0], [0.0]], dtype=torch.float64)
+    logvar = torch.log(torch.tensor([[0.01], [0.01], [4.0]], dtype=torch.float64))
+    z = sample_aggregate_posterior(
+        torch.stack([mu, -mu]), torch.stack([logvar, logvar]), 30_000,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert z.shape == (2, 30_000, 1)
+    # Draw j of both models comes from the same example: the mirror image, up to the noise.
+    near = (z[0, :, 0] - (-z[1, :, 0])).abs() < 1.0
+    assert near[(z[0, :, 0] + 4).abs() < 0.5].float().mean() > 0.95
+    # The mixture's CDF (each component with weight 1/3) fits the draws of model 0.
+    def mixture_cdf(t):
+        return sum(
+            stats.norm.cdf(t, m, math.exp(0.5 * lv)) for m, lv in zip([-4, 4, 0], logvar[:, 0])
+        ) / 3
+
+    assert stats.kstest(z[0, :, 0].numpy(), mixture_cdf).pvalue > 1e-3
+    # ... and one that ignores the narrow encodings does not.
+    assert stats.kstest(z[0, :, 0].numpy(), stats.norm(0, 2).cdf).pvalue < 1e-6
+
+
+def test_gaussian_fit_samples_have_the_moments_of_the_data_and_nothing_else():
+    gen = torch.Generator().manual_seed(1)
+    # Bimodal, correlated latents: modes at +-(1, 1), small spread, N = 4000 rows.
+    signs = torch.randint(0, 2, (4000, 1), generator=gen).double() * 2 - 1
+    z = signs * torch.tensor([1.0, 1.0], dtype=torch.float64)
+    z = z + 0.2 * torch.randn(4000, 2, generator=gen, dtype=torch.float64)
+    draws = sample_gaussian_fit(z, 50_000, generator=gen)
+    assert draws.shape == (50_000, 2)
+    torch.testing.assert_close(draws.mean(0), z.mean(0), atol=0.03, rtol=0)
+    torch.testing.assert_close(torch.cov(draws.T), torch.cov(z.T), atol=0.03, rtol=0)
+    # The data are bimodal along (1, 1) (kurtosis far below 3); the fit's draws are Gaussian.
+    along = (draws @ torch.tensor([1.0, 1.0], dtype=torch.float64)).numpy()
+    assert abs(stats.kurtosis(along, fisher=False) - 3) < 0.1
+    assert stats.kurtosis((z @ torch.ones(2, dtype=torch.float64)).numpy(), fisher=False) < 1.5
+    # Leading axes are separate fits: a shifted copy gives shifted draws.
+    both = sample_gaussian_fit(torch.stack([z, z + 10]), 20_000, generator=gen)
+    assert both.shape == (2, 20_000, 2)
+    torch.testing.assert_close(both[1].mean(0) - both[0].mean(0),
+                               torch.full((2,), 10.0, dtype=torch.float64), atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: sample_aggregate_posterior(torch.zeros(3), torch.zeros(3), 5), ValueError,
+         "mu and logvar must both be"),
+        (lambda: sample_aggregate_posterior(torch.zeros(3, 2), torch.zeros(3, 1), 5), ValueError,
+         "mu and logvar must both be"),
+        (lambda: sample_aggregate_posterior(torch.zeros(3, 2), torch.zeros(3, 2), 0), ValueError,
+         "n must be > 0"),
+        (lambda: sample_gaussian_fit(torch.zeros(2, 2), 5), ValueError, "N > d samples"),
+        (lambda: sample_gaussian_fit(torch.zeros(5), 5), ValueError, "N > d samples"),
+        (lambda: sample_gaussian_fit(torch.randn(10, 2), 1.5), TypeError, "n must be"),
+        (lambda: sample_gaussian_fit(torch.ones(10, 2), 3), ValueError, "cov"),
+    ],
+)
+def test_bad_sample_arguments_raise_naming_them(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

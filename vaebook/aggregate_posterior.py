@@ -7,6 +7,9 @@ r"""The aggregate posterior :math:`q(z) = \frac1N \sum_n q(z|x_n)` (Mathieu et a
   :func:`mmd_imq`, the MMD with a sum of inverse multiquadratic kernels (:data:`MMD_SCALES`),
   and :func:`mmd_imq_per_coordinate`, the sum of one such MMD per latent coordinate (the
   divergence of the authors' released code for the sparsity experiment).
+- **Samples**: :func:`sample_aggregate_posterior` draws from the mixture itself, and
+  :func:`sample_gaussian_fit` from the Gaussian with the mean and covariance of latent samples
+  (Dai & Wipf's second stage asks whether anything beyond these moments can be learned).
 - **Appendix C** (eq. 10): the minibatch estimator of :math:`H[q(z)]` and its bias:
   :func:`minibatch_log_aggregate_density`, :func:`minibatch_weighted_entropy`, and the
   full-dataset Monte Carlo reference :func:`aggregate_entropy_reference`.
@@ -30,6 +33,8 @@ from .checks import (
 )
 from .gaussian import (
     log_normal_diag,
+    sample_diag_normal,
+    sample_normal,
 )
 from .priors import Prior, _encoder
 
@@ -43,6 +48,8 @@ __all__ = [
     "minibatch_weighted_entropy",
     "mmd_imq",
     "mmd_imq_per_coordinate",
+    "sample_aggregate_posterior",
+    "sample_gaussian_fit",
 ]
 
 #: Default MMD scales ``s``: the kernel constants are ``C = 2 d s`` (Tolstikhin et al., 2017).
@@ -106,6 +113,60 @@ def log_aggregate_posterior(z, mu, logvar) -> torch.Tensor:
     # (..., P, B): log q(z_p | x_i) for every point p and example i
     log_q = log_normal_diag(z.unsqueeze(-2), mu.unsqueeze(-3), logvar.unsqueeze(-3))
     return torch.logsumexp(log_q, -1) - math.log(mu.shape[-2])
+
+
+def sample_aggregate_posterior(mu, logvar, n: int, *, generator=None) -> torch.Tensor:
+    r"""``n`` draws from the aggregate posterior :math:`\frac1N\sum_i q(z|x_i)` of ``N``
+    Gaussian encodings: pick ``i`` uniformly (with replacement), then draw
+    :math:`z \sim \mathcal N(\mu_i, \mathrm{diag}\,e^{\mathrm{logvar}_i})`.
+
+    Parameters
+    ----------
+    mu, logvar : tensors ``(N, d)``, or ``(..., N, d)`` for several models encoding the same
+        examples (all models then use the same picked indices, so draw ``j`` of every model
+        comes from the same example).
+    n : int > 0, the number of draws.
+    generator : optional ``torch.Generator`` for the indices and the noise.
+
+    Returns
+    -------
+    tensor ``(..., n, d)``.
+    """
+    mu = as_tensor(mu, "mu")
+    logvar = as_tensor(logvar, "logvar", like=mu)
+    if mu.dim() < 2 or logvar.shape != mu.shape:
+        raise ValueError(
+            f"mu and logvar must both be (..., N, d), got {tuple(mu.shape)} and "
+            f"{tuple(logvar.shape)}"
+        )
+    n = check_positive_int(n, "n")
+    picked = torch.randint(mu.shape[-2], (n,), generator=generator, device=mu.device)
+    return sample_diag_normal(mu[..., picked, :], logvar[..., picked, :], generator=generator)
+
+
+def sample_gaussian_fit(z, n: int, *, generator=None) -> torch.Tensor:
+    r"""``n`` draws from the Gaussian with the sample mean and covariance of the rows of ``z``.
+
+    Parameters
+    ----------
+    z : tensor ``(N, d)`` of latent samples, ``N > d``, or ``(..., N, d)`` (one fit per
+        leading index); the covariance is the unbiased one and must be positive definite.
+    n : int > 0, the number of draws.
+    generator : optional ``torch.Generator``.
+
+    Returns
+    -------
+    tensor ``(..., n, d)``.
+    """
+    z = as_tensor(z, "z")
+    if z.dim() < 2 or z.shape[-2] <= z.shape[-1]:
+        raise ValueError(f"z must be (..., N, d) with N > d samples, got {tuple(z.shape)}")
+    n = check_positive_int(n, "n")
+    mean = z.mean(-2)
+    centred = z - mean.unsqueeze(-2)
+    cov = centred.mT @ centred / (z.shape[-2] - 1)
+    draws = sample_normal(mean, cov, n_samples=n, generator=generator)  # (n, ..., d)
+    return draws.movedim(0, -2)
 
 
 def mmd_imq(x, y, *, scales=MMD_SCALES) -> torch.Tensor:
