@@ -486,18 +486,25 @@ def test_aggregate_posterior_samples_follow_the_mixture():
     mu = torch.tensor([[-4.0], [4.0], [0.0]], dtype=torch.float64)
     logvar = torch.log(torch.tensor([[0.01], [0.01], [4.0]], dtype=torch.float64))
     z = sample_aggregate_posterior(
-        torch.stack([mu, -mu]), torch.stack([logvar, logvar]), 30_000,
+        torch.stack([mu, -mu]),
+        torch.stack([logvar, logvar]),
+        30_000,
         generator=torch.Generator().manual_seed(0),
     )
     assert z.shape == (2, 30_000, 1)
     # Draw j of both models comes from the same example: the mirror image, up to the noise.
     near = (z[0, :, 0] - (-z[1, :, 0])).abs() < 1.0
     assert near[(z[0, :, 0] + 4).abs() < 0.5].float().mean() > 0.95
+
     # The mixture's CDF (each component with weight 1/3) fits the draws of model 0.
     def mixture_cdf(t):
-        return sum(
-            stats.norm.cdf(t, m, math.exp(0.5 * lv)) for m, lv in zip([-4, 4, 0], logvar[:, 0])
-        ) / 3
+        return (
+            sum(
+                stats.norm.cdf(t, m, math.exp(0.5 * lv))
+                for m, lv in zip([-4, 4, 0], logvar[:, 0], strict=True)
+            )
+            / 3
+        )
 
     assert stats.kstest(z[0, :, 0].numpy(), mixture_cdf).pvalue > 1e-3
     # ... and one that ignores the narrow encodings does not.
@@ -521,19 +528,32 @@ def test_gaussian_fit_samples_have_the_moments_of_the_data_and_nothing_else():
     # Leading axes are separate fits: a shifted copy gives shifted draws.
     both = sample_gaussian_fit(torch.stack([z, z + 10]), 20_000, generator=gen)
     assert both.shape == (2, 20_000, 2)
-    torch.testing.assert_close(both[1].mean(0) - both[0].mean(0),
-                               torch.full((2,), 10.0, dtype=torch.float64), atol=0.05, rtol=0)
+    torch.testing.assert_close(
+        both[1].mean(0) - both[0].mean(0),
+        torch.full((2,), 10.0, dtype=torch.float64),
+        atol=0.05,
+        rtol=0,
+    )
 
 
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        (lambda: sample_aggregate_posterior(torch.zeros(3), torch.zeros(3), 5), ValueError,
-         "mu and logvar must both be"),
-        (lambda: sample_aggregate_posterior(torch.zeros(3, 2), torch.zeros(3, 1), 5), ValueError,
-         "mu and logvar must both be"),
-        (lambda: sample_aggregate_posterior(torch.zeros(3, 2), torch.zeros(3, 2), 0), ValueError,
-         "n must be > 0"),
+        (
+            lambda: sample_aggregate_posterior(torch.zeros(3), torch.zeros(3), 5),
+            ValueError,
+            "mu and logvar must both be",
+        ),
+        (
+            lambda: sample_aggregate_posterior(torch.zeros(3, 2), torch.zeros(3, 1), 5),
+            ValueError,
+            "mu and logvar must both be",
+        ),
+        (
+            lambda: sample_aggregate_posterior(torch.zeros(3, 2), torch.zeros(3, 2), 0),
+            ValueError,
+            "n must be > 0",
+        ),
         (lambda: sample_gaussian_fit(torch.zeros(2, 2), 5), ValueError, "N > d samples"),
         (lambda: sample_gaussian_fit(torch.zeros(5), 5), ValueError, "N > d samples"),
         (lambda: sample_gaussian_fit(torch.randn(10, 2), 1.5), TypeError, "n must be"),
@@ -542,4 +562,46 @@ def test_gaussian_fit_samples_have_the_moments_of_the_data_and_nothing_else():
 )
 def test_bad_sample_arguments_raise_naming_them(call, error, match):
     with pytest.raises(error, match=match):
+        call()
+
+
+def test_sample_functions_are_reproducible_with_a_seeded_generator_and_keep_dtype():
+    mu = torch.randn(7, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    logvar = [[-1.0, 0.0, 0.5]] * 7  # a nested list takes mu's dtype
+    first, second = (
+        sample_aggregate_posterior(mu, logvar, 40, generator=torch.Generator().manual_seed(5))
+        for _ in range(2)
+    )
+    assert first.dtype == torch.float64 and torch.equal(first, second)
+    z = torch.randn(30, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    fit_a, fit_b = (
+        sample_gaussian_fit(z, 40, generator=torch.Generator().manual_seed(6)) for _ in range(2)
+    )
+    assert torch.equal(fit_a, fit_b)
+    # another seed gives other draws
+    other = sample_gaussian_fit(z, 40, generator=torch.Generator().manual_seed(7))
+    assert not torch.allclose(fit_a, other)
+
+
+def test_gaussian_fit_uses_the_unbiased_covariance_of_few_samples():
+    # Three values 0, 1, 2: mean 1, unbiased variance 1 (the biased one is 2/3).
+    z = torch.tensor([[0.0], [1.0], [2.0]], dtype=torch.float64)
+    draws = sample_gaussian_fit(z, 200_000, generator=torch.Generator().manual_seed(0))
+    assert abs(float(draws.var()) - 1.0) < 0.02
+    assert abs(float(draws.mean()) - 1.0) < 0.01
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: sample_aggregate_posterior("a", torch.zeros(3, 2), 5), "^mu must be a tensor"),
+        (
+            lambda: sample_aggregate_posterior(torch.zeros(3, 2), "a", 5),
+            "^logvar must be a tensor",
+        ),
+        (lambda: sample_gaussian_fit("a", 5), "^z must be a tensor"),
+    ],
+)
+def test_sample_functions_name_a_non_tensor_argument(call, match):
+    with pytest.raises(TypeError, match=match):
         call()

@@ -460,8 +460,10 @@ def test_one_fixed_log_gamma_per_member_reaches_each_members_likelihood(gen, tap
         assert single.log_gamma.item() == GAMMAS[m].item()
         tape.replay(m)
         torch.testing.assert_close(
-            terms.reconstruction[m], single.terms(x, torch.Generator()).reconstruction,
-            rtol=1e-13, atol=1e-12,
+            terms.reconstruction[m],
+            single.terms(x, torch.Generator()).reconstruction,
+            rtol=1e-13,
+            atol=1e-12,
         )
     # Member 1's reconstruction term with variance e^0.25 differs from member 0's (e^-0.5).
     assert not torch.allclose(terms.reconstruction[0], terms.reconstruction[1])

@@ -22,8 +22,9 @@ from vaebook.ivae import (
     laplace_posterior_variances,
     mlp_ivae,
     representations,
+    rescale_latents,
 )
-from vaebook.local_geometry import local_cost, optimal_posterior_variances
+from vaebook.local_geometry import decoder_jacobian, local_cost, optimal_posterior_variances
 from vaebook.nets import VAE, mlp_decoder, mlp_encoder, seeded
 from vaebook.train import fit
 
@@ -478,6 +479,130 @@ def test_representations_reject_bad_input(model, x, u, kwargs, error, match):
         representations(model, x, u, **kwargs)
 
 
+# -- rescale_latents: the scale freedom ------------------------------------------------------
+
+SCALES = [0.1, 1.0, 3.0, 0.5]  # one per latent of rescalable_ivae()
+
+
+def rescalable_ivae(**kwargs):
+    """Four latents (one per entry of SCALES), two hidden layers so the decoder's first linear
+    layer is not its only one, and a learned prior that moves with u."""
+    return mlp_ivae(X_SHAPE, AUX, [16, 8], 4, prior_hidden=(8,), seed=1, **kwargs).double()
+
+
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("learn_prior_mean", [False, True])
+def test_rescale_latents_leaves_every_term_of_the_objective_unchanged(
+    gen, learn_prior_mean, likelihood
+):
+    model = rescalable_ivae(learn_prior_mean=learn_prior_mean, likelihood=likelihood)
+    x, u = binary_batch(gen, n=8)
+    scaled = rescale_latents(model, SCALES)
+    with torch.no_grad():
+        before = model.terms(x, u, generator=seeded_gen(5))
+        after = scaled.terms(x, u, generator=seeded_gen(5))
+    torch.testing.assert_close(after.reconstruction, before.reconstruction, rtol=0, atol=1e-12)
+    torch.testing.assert_close(after.kl, before.kl, rtol=0, atol=1e-12)
+    assert after.beta == before.beta
+    # the check can fail: with another draw of z the reconstruction moves by far more
+    with torch.no_grad():
+        other = scaled.terms(x, u, generator=seeded_gen(6))
+    assert (other.reconstruction - before.reconstruction).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("learn_prior_mean", [False, True])
+def test_rescale_latents_scales_encoder_prior_and_decoder_as_documented(gen, learn_prior_mean):
+    model = rescalable_ivae(learn_prior_mean=learn_prior_mean)
+    x, u = binary_batch(gen, n=8)
+    a = torch.tensor(SCALES, dtype=F64)
+    scaled = rescale_latents(model, SCALES)
+    with torch.no_grad():
+        mu, logvar = model.encode(x, u)
+        mu2, logvar2 = scaled.encode(x, u)
+        prior_mu, prior_logvar = model.prior(u)
+        prior_mu2, prior_logvar2 = scaled.prior(u)
+        z = 2 * randn(gen, 8, 4)
+        decoded, decoded2 = model.decode(z), scaled.decode(a * z)
+    torch.testing.assert_close(mu2, a * mu, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(logvar2.exp(), a**2 * logvar.exp(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(prior_logvar2.exp(), a**2 * prior_logvar.exp(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(prior_mu2, a * prior_mu, rtol=1e-12, atol=1e-13)
+    if learn_prior_mean:
+        assert prior_mu.abs().min().item() > 1e-4  # a * μ† differs from μ†: the check can fail
+    else:
+        assert bool((prior_mu2 == 0).all())
+    torch.testing.assert_close(decoded2, decoded, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(scaled.decode(z), decoded)  # the copy's decoder did change
+    # one number scales every latent
+    torch.testing.assert_close(
+        rescale_latents(model, 2.0).encode(x, u)[0], 2.0 * mu, rtol=1e-12, atol=1e-13
+    )
+
+
+@pytest.mark.parametrize("learn_prior_mean", [False, True])
+def test_rescale_latents_leaves_the_original_model_unchanged(learn_prior_mean):
+    model = rescalable_ivae(learn_prior_mean=learn_prior_mean)
+    before = state(model)
+    scaled = rescale_latents(model, SCALES)
+    after = state(model)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # the copy shares no parameter storage with the original: changing it leaves model alone
+    with torch.no_grad():
+        for p in scaled.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert isinstance(scaled, IVAE) and scaled is not model
+    assert scaled.learn_prior_mean == learn_prior_mean and scaled.likelihood == model.likelihood
+
+
+def _softplus_prior_ivae():
+    with seeded(0):
+        encoder = mlp_encoder((12 + AUX,), [4], KAPPA)
+        decoder = mlp_decoder(KAPPA, [4], X_SHAPE)
+        prior = nn.Sequential(nn.Linear(AUX, KAPPA), nn.Softplus())
+    return IVAE(encoder, decoder, prior).double()
+
+
+def _tanh_first_decoder_ivae():
+    with seeded(0):
+        encoder = mlp_encoder((12 + AUX,), [4], KAPPA)
+        decoder = nn.Sequential(nn.Tanh(), mlp_decoder(KAPPA, [4], X_SHAPE))
+        prior = nn.Linear(AUX, KAPPA)
+    return IVAE(encoder, decoder, prior).double()
+
+
+@pytest.mark.parametrize(
+    ("model", "scales", "error", "match"),
+    [
+        ("model", [1.0] * KAPPA, TypeError, "model"),
+        (VAE_MODEL, [1.0] * KAPPA, TypeError, "model"),
+        (nn.Linear(3, 3), [1.0] * KAPPA, TypeError, "model"),
+        (small_ivae(), [1.0, 2.0], ValueError, "scales"),
+        (small_ivae(), [1.0] * (KAPPA + 1), ValueError, "scales"),
+        (small_ivae(), [1.0, 0.0, 2.0], ValueError, "scales"),
+        (small_ivae(), [1.0, -2.0, 2.0], ValueError, "scales"),
+        (small_ivae(), 0.0, ValueError, "scales"),
+        (small_ivae(), -1.0, ValueError, "scales"),
+        # the documented structure: the prior network must end with a linear layer, the
+        # decoder must start with one (else the rescaled copy would not be equivalent)
+        pytest.param(
+            _softplus_prior_ivae(), [1.0] * KAPPA, ValueError, "model", id="prior-ends-softplus"
+        ),
+        pytest.param(
+            _tanh_first_decoder_ivae(), [1.0] * KAPPA, ValueError, "model", id="decoder-tanh-first"
+        ),
+    ],
+)
+def test_rescale_latents_rejects_bad_input(model, scales, error, match):
+    with pytest.raises(error, match="^" + match):
+        rescale_latents(model, scales)
+
+
 # -- classify_latents -------------------------------------------------------------------------
 
 
@@ -634,6 +759,38 @@ def test_classify_latents_consistency_boundary(label):
     assert list(classify_latents(mu, var, consistency=0.9).labels) == [label, label]
     assert list(classify_latents(mu, var, consistency=0.96).labels) == ["mixed", "mixed"]
     assert list(classify_latents(mu, var, consistency=1.0).labels) == ["mixed", "mixed"]
+
+
+def test_classify_latents_mixed_is_the_catch_all_and_95_percent_is_enough():
+    """Per input, "a" is active (ρ < 0.1), "p" passive (ρ ≈ 1, mean within 0.2 prior sds),
+    "x" neither (ρ in (0.7, 1), mean 2-3 prior sds off); the inputs of each kind are spread
+    at random. Over the 100 inputs: 90 a + 10 x is not active 95 % of the time, nor passive,
+    so it is mixed; 97 p + 3 a is passive and 97 a + 3 x active (the 95 % rule); 100 x is
+    mixed, the catch-all, although no input is passive or active."""
+    n = 100
+    rng = np.random.default_rng(2)
+    # the label each latent must get, and how many of its inputs are of kind (a, p, x)
+    latents = [("mixed", (90, 0, 10)), ("passive", (3, 97, 0))]
+    latents += [("active", (97, 0, 3)), ("mixed", (0, 0, 100))]
+    k = len(latents)
+    prior_mu, prior_var = rng.normal(size=(n, k)), rng.uniform(0.5, 2.0, size=(n, k))
+    sd = np.sqrt(prior_var)
+    ratio = {"a": rng.uniform(0.01, 0.1, (n, k)), "p": rng.uniform(0.9, 1.1, (n, k))}
+    ratio["x"] = rng.uniform(0.7, 1.0, (n, k))
+    offset = {"a": rng.normal(0.0, 2.0, (n, k)), "p": rng.uniform(-0.2, 0.2, (n, k))}
+    offset["x"] = rng.choice([-1.0, 1.0], (n, k)) * rng.uniform(2.0, 3.0, (n, k))
+    mu, var = np.empty((n, k)), np.empty((n, k))
+    for j, (_, counts) in enumerate(latents):
+        per_input = rng.permutation(np.repeat(["a", "p", "x"], counts))
+        for kind in "apx":
+            rows = per_input == kind
+            var[rows, j] = ratio[kind][rows, j] * prior_var[rows, j]
+            mu[rows, j] = prior_mu[rows, j] + offset[kind][rows, j] * sd[rows, j]
+    classes = classify_latents(mu, var, prior_mu, prior_var)
+    np.testing.assert_allclose(classes.active_fraction, [0.9, 0.03, 0.97, 0.0], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(classes.passive_fraction, [0.0, 0.97, 0.0, 0.0], rtol=0, atol=1e-15)
+    assert list(classes.labels) == [label for label, _ in latents]
+    assert classes.counts() == {"passive": 1, "active": 1, "mixed": 2}
 
 
 def test_latent_classes_indices_reject_an_unknown_label():
@@ -895,75 +1052,144 @@ def test_proposition2_passive_means_are_the_prior_mean(gen, learned_prior_mean):
     assert mu[:, active].var(0).min().item() > 0.01  # active means follow x: the test can fail
 
 
-class _ConstructedEncoder(nn.Module):
-    """``[x, u] -> (μ, log σ)`` for 3 latents, from x = (s, flag) and u (scalar per input).
+class _GatedDecoder(nn.Module):
+    """``z -> W (z_0, relu(z_2)) + b`` ``(n, 2)``: it ignores z_1, and z_2 where z_2 < 0."""
 
-    0 passive: μ = μ†(u), σ = σ†(u); 1 active: μ = 3s, σ = 1e-10 σ†; 2 mixed: active
-    (μ = 2 + s, σ = 1e-10 σ†) where flag > 0, passive elsewhere.
-    """
-
-    def __init__(self, prior):
+    def __init__(self):
         super().__init__()
-        self.prior = prior
+        self.W = nn.Parameter(torch.tensor([[1.5, 0.5], [-0.4, 2.0]], dtype=F64))
+        self.b = nn.Parameter(torch.tensor([0.3, -0.2], dtype=F64))
 
-    def forward(self, xu):
-        s, flag, u = xu[:, :1], xu[:, 1:2] > 0, xu[:, 2:]
-        prior_mu, prior_logvar = self.prior(u).chunk(2, dim=1)
-        tiny = prior_logvar + math.log(1e-10)
-        mu = torch.cat([prior_mu[:, :1], 3 * s, torch.where(flag, 2 + s, prior_mu[:, 2:])], 1)
-        logvar = torch.cat(
-            [
-                prior_logvar[:, :1],
-                tiny[:, 1:2],
-                torch.where(flag, tiny[:, 2:], prior_logvar[:, 2:]),
-            ],
-            1,
-        )
-        return mu, logvar
+    def forward(self, z):
+        return torch.stack([z[:, 0], torch.relu(z[:, 2])], 1) @ self.W.T + self.b
 
 
-class _ConstructedPrior(nn.Module):
-    """``u (n, 1) -> (μ†(u), log σ†(u))`` ``(n, 6)``: prior means and variances moving with u."""
+class _GatedPrior(nn.Module):
+    """``u (n, 1) -> (μ†(u), log σ†(u))`` ``(n, 6)``; latent 2's prior moves far with u."""
 
     def forward(self, u):
-        mean = torch.cat([2 * u - 1, torch.zeros_like(u), u], 1)
-        logvar = torch.log(torch.cat([0.2 + u, torch.ones_like(u), 0.5 + 0 * u], 1))
-        return torch.cat([mean, logvar], 1)
+        mean = torch.cat([u, 2 * u - 1, -0.5 - 3 * u], 1)
+        var = torch.cat([0.2 + u, 0.3 + u, 0.05 + u**2], 1)
+        return torch.cat([mean, var.log()], 1)
 
 
-def test_theorem2_sampled_representations_of_passive_active_and_mixed_latents(gen):
-    """Bonheme & Grzes, Theorem 2, on an iVAE built to be polarised: the sampled representation
-    z_j of a passive latent is distributed as the prior's z†_j (i), of an active one as μ_j
-    (ii), of a mixed one as the mixture c p(z†_j) + (1 - c) p(μ_j) over its passive / active
-    inputs (iii). Two-sample Kolmogorov-Smirnov tests on n = 4000 inputs: p > 0.01 for the
-    claims, p < 1e-6 for the negative controls (e.g. the active z is not distributed as z†)."""
-    n = 4000
-    s = 2 * torch.rand(n, 1, generator=gen, dtype=F64) - 1  # μ of the active latent: U(-3, 3)
-    flag = torch.where(torch.rand(n, 1, generator=gen, dtype=F64) < 0.4, 1.0, -1.0)
+class _OptimalEncoder(nn.Module):
+    """``[x, u] -> (μ, log σ)``: the optimum of the ELBO for the decoder linearised through x.
+
+    Nothing is set by hand per latent: ``z_lin`` is a point the decoder maps to x (for an x
+    the decoder makes with z_2 <= 0, any z_2 <= 0 does; -1 is taken), ``J`` the decoder's
+    Jacobian there (library), ``σ`` the optimal diagonal variances for ``J`` (library, eq. 11)
+    and ``μ`` solves the stationarity condition ``(Σ†⁻¹ + JᵀJ/γ) μ = Σ†⁻¹ μ† + JᵀJ z_lin/γ``.
+    """
+
+    def __init__(self, decoder, prior, gamma):
+        super().__init__()
+        self.decoder, self.prior, self.gamma = decoder, prior, gamma
+
+    def forward(self, xu):
+        x, u = xu[:, :2], xu[:, 2:]
+        prior_mu, prior_logvar = self.prior(u).chunk(2, dim=1)
+        prior_var = prior_logvar.exp()
+        h = torch.linalg.solve(self.decoder.W, (x - self.decoder.b).T).T  # (z_0, relu(z_2))
+        on = h[:, 1] > 1e-8  # relu(z_2) > 0 beyond the round-off of the solve
+        z_lin = torch.stack([h[:, 0], 0 * h[:, 0], torch.where(on, h[:, 1], -1.0)], 1)
+        J = decoder_jacobian(self.decoder, z_lin)
+        JtJ = J.mT @ J / self.gamma
+        A = torch.diag_embed(1 / prior_var) + JtJ
+        rhs = prior_mu / prior_var + (JtJ @ z_lin.unsqueeze(-1)).squeeze(-1)
+        mu = torch.linalg.solve(A, rhs)
+        return mu, optimal_posterior_variances(J, prior_var, self.gamma).log()
+
+
+def _per_input_labels(reps, j):
+    """``(passive, active)`` boolean ``(n,)``: latent j per input, by :func:`classify_latents`.
+
+    The rule reads each (input, latent) pair on its own, so on the transpose of latent j's
+    column (its "latents" are the inputs) the fractions are 1 or 0 per input.
+    """
+    columns = (reps.mean, reps.variance, reps.prior_mean, reps.prior_variance)
+    classes = classify_latents(*(c[:, j : j + 1].T for c in columns))
+    return classes.passive_fraction == 1.0, classes.active_fraction == 1.0
+
+
+def _mixture(prior_part, mean_part, weight, rng):
+    """The largest sample of the mixture ``weight p(prior_part) + (1 - weight) p(mean_part)``
+    drawn without replacement (with ``weight`` the share of passive inputs, it is all of them)."""
+    size = min(prior_part.size / weight, mean_part.size / (1 - weight))
+    k = round(weight * size)
+    return np.concatenate(
+        [
+            rng.choice(prior_part, k, replace=False),
+            rng.choice(mean_part, round(size) - k, replace=False),
+        ]
+    )
+
+
+def test_theorem2_sampled_representation_of_a_mixed_latent_is_the_conditional_mixture(gen):
+    """Bonheme & Grzes, Theorem 2, on the ELBO optimum of a decoder that ignores latent 1 and
+    ignores latent 2 for the inputs it makes with z_2 <= 0: :func:`representations` and
+    :func:`classify_latents` must give (i) z_1 distributed as z†_1, (ii) z_0 as μ_0, and
+    (iii) z_2 as the mixture, with weight c = the share of passive inputs, of z†_2 *on the
+    passive inputs* and μ_2 *on the active ones*. Passive inputs have mostly large u, and
+    latent 2's prior moves with u, so the conditioning matters: the unconditional mixture
+    (z†_2 and μ_2 over all inputs), the mixture weighted 1 - c and z†_2 over all inputs must
+    all be rejected. Two-sample Kolmogorov-Smirnov tests: p > 0.01 for the claims, p < 1e-6
+    for the negative controls."""
+    n, gamma = 4000, 1e-6
     u = torch.rand(n, 1, generator=gen, dtype=F64)
-    prior = _ConstructedPrior()
+    gate = torch.rand(n, generator=gen, dtype=F64) < torch.where(u[:, 0] < 0.5, 0.95, 0.45)
+    z_true = torch.stack(
+        [
+            randn(gen, n),
+            torch.zeros(n, dtype=F64),
+            torch.where(gate, 0.3 + 1.5 * torch.rand(n, generator=gen, dtype=F64), -1.0),
+        ],
+        1,
+    )
+    decoder, prior = _GatedDecoder(), _GatedPrior()
+    encoder = _OptimalEncoder(decoder, prior, gamma)
     model = IVAE(
-        _ConstructedEncoder(prior),
-        nn.Linear(3, 2).double(),  # unused by representations(); gives the model its dtype
+        encoder,
+        decoder,
         prior,
         likelihood="gaussian",
+        log_gamma=math.log(gamma),
         learn_prior_mean=True,
+    ).double()
+    with torch.no_grad():
+        x = decoder(z_true)
+    reps = representations(model, x, u, seed=0)
+    # self-consistent: the encoder's variances are eq. 11's for the Jacobian at its own means
+    at_means = decoder_jacobian(decoder, torch.as_tensor(reps.mean))
+    np.testing.assert_allclose(
+        optimal_posterior_variances(at_means, reps.prior_variance, gamma), reps.variance, rtol=1e-12
     )
-    reps = representations(model, torch.cat([s, flag], 1), u, seed=0)
     classes = classify_latents(reps.mean, reps.variance, reps.prior_mean, reps.prior_variance)
-    assert list(classes.labels) == ["passive", "active", "mixed"]
-    active_rows = (flag[:, 0] > 0).numpy()
+    assert list(classes.labels) == ["active", "passive", "mixed"]
+    passive, active = _per_input_labels(reps, 2)
+    np.testing.assert_array_equal(active, gate.numpy())  # active exactly where the decoder uses z_2
+    np.testing.assert_array_equal(passive, ~active)
     c = classes.passive_fraction[2]
-    assert c == pytest.approx(1 - active_rows.mean(), abs=0) and 0 < c < 1
+    assert c == passive.mean() and 0.2 < c < 0.4  # far from 1/2: c and 1 - c differ
+    assert np.median(reps.prior_mean[passive, 2]) < np.median(reps.prior_mean[:, 2]) - 0.5
     z, z_prior, mu = reps.sample, reps.prior_sample, reps.mean
+    rng = np.random.default_rng(0)
 
     def p_value(a, b):
         return stats.ks_2samp(a, b, method="asymp").pvalue
 
-    assert p_value(z[:, 0], z_prior[:, 0]) > 0.01  # (i)
-    assert p_value(z[:, 0], mu[:, 0]) < 1e-6  # ... and not the mean representation
-    assert p_value(z[:, 1], mu[:, 1]) > 0.01  # (ii)
-    assert p_value(z[:, 1], z_prior[:, 1]) < 1e-6  # ... and not the prior
-    mixture = np.where(active_rows, mu[:, 2], z_prior[:, 2])  # c from z†, 1 - c from μ
-    assert p_value(z[:, 2], mixture) > 0.01  # (iii)
-    assert p_value(z[:, 2], z_prior[:, 2]) < 1e-6 and p_value(z[:, 2], mu[:, 2]) < 1e-6
+    assert p_value(z[:, 1], z_prior[:, 1]) > 0.01  # (i)
+    assert p_value(z[:, 1], mu[:, 1]) < 1e-6
+    assert p_value(z[:, 0], mu[:, 0]) > 0.01  # (ii)
+    assert p_value(z[:, 0], z_prior[:, 0]) < 1e-6
+    # (iii), component by component: on the passive inputs z_2 is z†_2 there, not over all
+    assert p_value(z[passive, 2], z_prior[passive, 2]) > 0.01
+    assert p_value(z[passive, 2], z_prior[:, 2]) < 1e-6
+    assert p_value(z[active, 2], mu[active, 2]) > 0.01
+    # (iii), pooled: the conditional mixture weighted c, and none of the others
+    conditional = _mixture(z_prior[passive, 2], mu[active, 2], c, rng)
+    assert conditional.size == n
+    assert p_value(z[:, 2], conditional) > 0.01
+    assert p_value(z[:, 2], _mixture(z_prior[:, 2], mu[:, 2], c, rng)) < 1e-6
+    assert p_value(z[:, 2], _mixture(z_prior[passive, 2], mu[active, 2], 1 - c, rng)) < 1e-6
+    assert p_value(z[:, 2], z_prior[:, 2]) < 1e-6  # nor the prior alone

@@ -17,6 +17,7 @@ linearised with its Jacobian ``J`` (``d × κ``) and a Gaussian noise variance `
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from .checks import (
     as_tensor,
     check_choice,
     check_number,
+    check_per_member,
     check_positive,
     check_positive_int,
     check_sizes,
@@ -47,6 +49,7 @@ __all__ = [
     "laplace_posterior_variances",
     "mlp_ivae",
     "representations",
+    "rescale_latents",
 ]
 
 LATENT_LABELS = ("passive", "active", "mixed")
@@ -227,8 +230,9 @@ def mlp_ivae(
     """An :class:`IVAE` of MLPs, initialised from ``seed``.
 
     The encoder is ``[flatten(x), u] -> hidden -> (μ, log σ)`` (ReLU), the decoder mirrors
-    it, and the prior network is ``u -> prior_hidden -> log σ†`` with leaky ReLU, as in the
-    paper's Table 1 (its encoder and decoder are convolutional).
+    it, and the prior network is ``u -> prior_hidden -> log σ†`` with leaky ReLU (torch's
+    default slope 0.01), two hidden layers of 50 as in the paper's Table 1, which does not give
+    the slope (its encoder and decoder are convolutional).
 
     Parameters
     ----------
@@ -252,6 +256,68 @@ def mlp_ivae(
         decoder = mlp_decoder(latent_dim, hidden[::-1], input_shape)
         prior = mlp([aux_dim, *prior_hidden, prior_out], activation="leaky_relu")
     return IVAE(encoder, decoder, prior, likelihood=likelihood, learn_prior_mean=learn_prior_mean)
+
+
+@torch.no_grad()
+def rescale_latents(model: IVAE, scales) -> IVAE:
+    r"""A copy of ``model`` in which latent ``j`` is multiplied by ``scales[j]``: the scale freedom.
+
+    With ``z' = a z`` (elementwise), the copy's encoder gives ``μ' = a μ`` and
+    ``σ' = a² σ``, its prior ``μ†' = a μ†`` and ``σ†' = a² σ†``, and its decoder undoes the
+    scaling, ``decode'(z') = decode(z)``. The reconstruction term is therefore unchanged, and
+    so is the KL, which depends only on ``(μ - μ†)² / σ†`` and ``σ / σ†`` per latent: the
+    objective cannot tell the two models apart, and only ratios such as ``σ / σ†`` carry
+    meaning (Bonheme & Grzes' active condition, read relative to the prior).
+
+    Parameters
+    ----------
+    model : an :class:`IVAE` whose encoder has linear ``mu`` and ``logvar`` heads (as
+        :func:`mlp_ivae` builds), whose decoder starts with an ``nn.Linear`` on ``z`` and whose
+        prior network ends with an ``nn.Linear``.
+    scales : ``κ`` positive numbers (or one number for every latent).
+
+    Returns
+    -------
+    a new :class:`IVAE`; ``model`` is left as it is.
+    """
+    if not isinstance(model, IVAE):
+        raise TypeError(f"model must be an IVAE, got {type(model).__name__}")
+    kappa = model.latent_dim
+    scales = check_per_member(scales, "scales", kappa)
+    first = _leaf_modules(model.decoder)[0]
+    last = _leaf_modules(model.prior_net)[-1]
+    prior_out = 2 * kappa if model.learn_prior_mean else kappa
+    if not (
+        isinstance(first, nn.Linear)
+        and first.in_features == kappa
+        and isinstance(last, nn.Linear)
+        and last.out_features == prior_out
+    ):
+        raise ValueError(
+            "model must have a decoder that starts with nn.Linear(κ, ·) and a prior network "
+            f"that ends with nn.Linear(·, {prior_out}), as mlp_ivae builds"
+        )
+    scaled = copy.deepcopy(model)
+    a = scales.to(scaled.encoder.mu.weight)
+    log_a2 = 2 * torch.log(a)
+    scaled.encoder.mu.weight.mul_(a[:, None])
+    scaled.encoder.mu.bias.mul_(a)
+    scaled.encoder.logvar.bias.add_(log_a2)
+    _leaf_modules(scaled.decoder)[0].weight.div_(a)
+    head = _leaf_modules(scaled.prior_net)[-1]
+    if model.learn_prior_mean:  # outputs: means, then log-variances
+        head.weight[:kappa].mul_(a[:, None])
+        head.bias[:kappa].mul_(a)
+        head.bias[kappa:].add_(log_a2)
+    else:
+        head.bias.add_(log_a2)
+    return scaled
+
+
+def _leaf_modules(module: nn.Module) -> list[nn.Module]:
+    """The modules without children, in the order they were registered (``[module]`` if none)."""
+    leaves = [m for m in module.modules() if not list(m.children())]
+    return leaves or [module]
 
 
 # -- reading a trained model: representations and the polarised regime ------------------------
