@@ -9,6 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 from scipy.optimize import brentq, minimize
 from scipy.spatial import Delaunay
 from scipy.spatial.distance import cdist
@@ -18,6 +19,7 @@ from vaebook.high_capacity import (
     critical_betas,
     equipartition,
     fixed_points,
+    gibbs_posterior,
     grid_basis,
     lipschitz_constraint,
     nearest_neighbour_error,
@@ -1688,3 +1690,51 @@ def test_stopping_rules_at_exactly_tol():
     assert 0 < gap < 1
     psi, _ = constraint.project(F, weights, max_iter=10, tol=gap)
     assert torch.equal(psi, first)
+
+
+# -- the exact posterior of a fixed decoder (Fig. 1's encoder gap) ---------------------------
+
+
+def test_gibbs_posterior_of_a_linear_decoder_is_the_gaussian_posterior():
+    # g(z) = W z + b with D = 3: p(x) = N(b, W W^T + γ I) and p(z|x) = N(m, S) in closed form.
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(3, 2, generator=gen, dtype=F64)
+    b = torch.randn(3, generator=gen, dtype=F64)
+    gamma = 0.3
+    X = torch.randn(5, 3, generator=gen, dtype=F64) * 1.5
+
+    def decoder(z):
+        return z.to(F64) @ W.T + b
+
+    result = gibbs_posterior(decoder, X, math.log(gamma), extent=6.0, points=301)
+    marginal = stats.multivariate_normal(b.numpy(), (W @ W.T + gamma * torch.eye(3)).numpy())
+    np.testing.assert_allclose(result.log_marginal.numpy(), marginal.logpdf(X.numpy()), atol=1e-6)
+    S = torch.linalg.inv(torch.eye(2, dtype=F64) + W.T @ W / gamma)
+    m = (X - b) @ W @ S / gamma  # (n, 2), S symmetric
+    exact_kl = torch.distributions.kl_divergence(
+        torch.distributions.MultivariateNormal(m, S),
+        torch.distributions.MultivariateNormal(torch.zeros(2, dtype=F64), torch.eye(2, dtype=F64)),
+    )
+    torch.testing.assert_close(result.kl, exact_kl, atol=1e-4, rtol=0)
+    # the probabilities are each posterior's mass per cell: its mean is m
+    torch.testing.assert_close(result.probabilities @ result.grid, m, atol=1e-6, rtol=0)
+    assert result.probabilities.shape == (5, 301 * 301)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"log_gamma": math.inf}, ValueError, "log_gamma must be finite"),
+        ({"points": 2}, ValueError, "points must be >= 3"),
+        ({"extent": 0.0}, ValueError, "extent must be > 0"),
+    ],
+)
+def test_gibbs_posterior_bad_arguments_raise_naming_them(kwargs, error, match):
+    args = {"log_gamma": 0.0, **kwargs}
+    with pytest.raises(error, match=match):
+        gibbs_posterior(lambda z: z, torch.zeros(3, 2), **args)
+
+
+def test_gibbs_posterior_checks_the_decoder_width():
+    with pytest.raises(ValueError, match="decoder output has 2 values per point but X has 3"):
+        gibbs_posterior(lambda z: z, torch.zeros(4, 3), 0.0)

@@ -17,6 +17,8 @@ and the reconstruction vectors ``ψ`` ``(m, D)``.
 - :func:`partition_decoder`: the optimal decoder for a posterior supported on given tiles
   (Propositions 2 and 3: exact for a partition, a blur where supports overlap, a hole where
   there is none); :func:`equipartition`: the tile probabilities of Proposition 5.
+- :func:`gibbs_posterior`: for a trained 2-D decoder, the best posterior any encoder could
+  reach (eq. 2 at β = 1), by quadrature, so an encoder's gap and a decoder's are told apart.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "critical_betas",
     "equipartition",
     "fixed_points",
+    "gibbs_posterior",
     "grid_basis",
     "lipschitz_constraint",
     "nearest_neighbour_error",
@@ -591,6 +594,72 @@ def tile_masses(decoder, X, n_samples: int = 20_000, latent_dim: int = 2, seed: 
     with torch.no_grad():
         nearest = _nearest_rows(decoder(z).reshape(n_samples, -1), flat)
     return torch.bincount(nearest, minlength=flat.shape[0]).to(F64) / n_samples
+
+
+@dataclass(frozen=True)
+class GibbsPosterior:
+    """The exact posteriors of a fixed decoder on a latent grid (:func:`gibbs_posterior`).
+
+    ``log_marginal`` ``(n,)``: ``log p(x_i)``, the best ELBO any encoder reaches;
+    ``kl`` ``(n,)``: ``KL(p(z|x_i) || N(0, I))``, the KL term at that optimum;
+    ``probabilities`` ``(n, G)``: each posterior's mass on the ``G`` grid cells, whose centres
+    are ``grid`` ``(G, 2)``.
+    """
+
+    log_marginal: torch.Tensor
+    kl: torch.Tensor
+    probabilities: torch.Tensor
+    grid: torch.Tensor
+
+
+def gibbs_posterior(
+    decoder, X, log_gamma: float, *, extent: float = 5.0, points: int = 201
+) -> GibbsPosterior:
+    r"""The exact posterior ``p(z|x_i) ∝ N(z; 0, I) N(x_i; g(z), γ I)`` of a fixed decoder with a
+    2-D latent, by quadrature on a ``points × points`` grid over ``[-extent, extent]²``.
+
+    This is the Gibbs distribution (eq. 2 of Rezende & Viola at β = 1, energy
+    ``‖x_i - g(z)‖² / 2γ``): the best posterior any encoder could learn for this decoder, so
+    an encoder's ELBO falls short of ``log p(x_i)`` by exactly ``KL(q(z|x_i) || p(z|x_i))``.
+    The prior mass outside the square (``e^{-extent²/2}`` per axis) is ignored.
+
+    Parameters
+    ----------
+    decoder : callable ``z (G, 2) -> (G, ...)``, the decoder mean, of the shape of one ``X``
+        row per point.
+    X : tensor ``(n, ...)`` of data points.
+    log_gamma : the Gaussian decoder's log-variance.
+    extent, points : the square and the resolution of the grid (``points`` >= 3).
+
+    Returns
+    -------
+    :class:`GibbsPosterior`, float64.
+    """
+    log_gamma = float(log_gamma)
+    if not math.isfinite(log_gamma):
+        raise ValueError(f"log_gamma must be finite, got {log_gamma}")
+    extent = check_positive(extent, "extent")
+    points = check_positive_int(points, "points")
+    if points < 3:
+        raise ValueError(f"points must be >= 3, got {points}")
+    side = torch.linspace(-extent, extent, points, dtype=F64)
+    grid = torch.cartesian_prod(side, side)  # (G, 2)
+    cell = (side[1] - side[0]) ** 2
+    flat = _decoder_targets(decoder, X, grid.float()).to(F64)
+    with torch.no_grad():
+        decoded = decoder(grid.float()).reshape(len(grid), -1).to(F64)
+    d = flat.shape[1]
+    log_prior = -0.5 * (grid**2).sum(1) - math.log(2 * math.pi)  # (G,)
+    log_lik = -torch.cdist(flat, decoded) ** 2 / (2 * math.exp(log_gamma)) - 0.5 * d * (
+        math.log(2 * math.pi) + log_gamma
+    )  # (n, G)
+    log_joint = log_lik + log_prior + math.log(cell)
+    log_marginal = torch.logsumexp(log_joint, 1)
+    log_post = log_joint - log_marginal[:, None]  # log of each cell's probability
+    post = log_post.exp()
+    prior_mass = log_prior + math.log(cell)
+    kl = (post * (log_post - prior_mass)).sum(1)
+    return GibbsPosterior(log_marginal, kl, post, grid)
 
 
 def _decoder_targets(decoder, X, z: torch.Tensor) -> torch.Tensor:
