@@ -22,6 +22,7 @@ from vaebook.high_capacity import (
     gibbs_posterior,
     grid_basis,
     lipschitz_constraint,
+    mean_critical_beta,
     nearest_neighbour_error,
     partition_decoder,
     reconstruction_curve,
@@ -1738,3 +1739,56 @@ def test_gibbs_posterior_bad_arguments_raise_naming_them(kwargs, error, match):
 def test_gibbs_posterior_checks_the_decoder_width():
     with pytest.raises(ValueError, match="decoder output has 2 values per point but X has 3"):
         gibbs_posterior(lambda z: z, torch.zeros(4, 3), 0.0)
+
+
+# -- the mean solution loses stability at beta_c = lambda_max(Cov) ---------------------------
+
+
+def _anisotropic_cloud(n=60, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 2, generator=gen, dtype=F64) * torch.tensor([0.3, 0.1], dtype=F64)
+
+
+def _spread_after(X, beta, psi0, steps=3000):
+    result = fixed_points(X, beta, psi0=psi0, smoothing=1.0, max_iter=steps, tol=1e-14,
+                          dtype=F64)
+    return float(result.psi.std(0).norm())
+
+
+def test_mean_critical_beta_of_two_points_is_a_squared():
+    a = 0.37
+    X = torch.tensor([[a, 0.0], [-a, 0.0]], dtype=F64)
+    assert mean_critical_beta(X) == pytest.approx(two_point_critical_beta(a), rel=1e-12)
+
+
+def test_the_mean_solution_splits_below_lambda_max_and_holds_above():
+    X = _anisotropic_cloud()
+    beta_c = mean_critical_beta(X)
+    gen = torch.Generator().manual_seed(1)
+    psi0 = X.mean(0) + 1e-4 * torch.randn(8, 2, generator=gen, dtype=F64)
+    assert _spread_after(X, 0.9 * beta_c, psi0) > 1e-2  # the tiles separate
+    assert _spread_after(X, 1.1 * beta_c, psi0) < 1e-8  # they fall back onto the mean
+
+
+def test_the_iteration_at_the_mean_multiplies_tile_differences_by_cov_over_beta():
+    # A finite-difference Jacobian of one plain step (smoothing 1) at the mean, along a
+    # perturbation that moves two tiles apart: the difference grows by the covariance / beta.
+    X = _anisotropic_cloud()
+    centred = X - X.mean(0)
+    cov = centred.T @ centred / len(X)
+    beta = 0.05
+    direction = torch.tensor([1.0, -0.5], dtype=F64)
+    eps = 1e-6
+    psi0 = X.mean(0).repeat(2, 1)
+    psi0[0] += eps * direction
+    psi0[1] -= eps * direction
+    step = fixed_points(X, beta, psi0=psi0, smoothing=1.0, max_iter=1, tol=1e-300, dtype=F64)
+    difference = (step.psi[0] - step.psi[1]) / (2 * eps)
+    torch.testing.assert_close(difference, cov @ direction / beta, rtol=1e-4, atol=1e-8)
+    # the common shift of the two tiles vanishes
+    torch.testing.assert_close(step.psi.mean(0), X.mean(0), rtol=0, atol=1e-9)
+
+
+def test_mean_critical_beta_needs_two_points():
+    with pytest.raises(ValueError, match="X must hold at least 2 points"):
+        mean_critical_beta(torch.zeros(1, 2))

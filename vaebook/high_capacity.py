@@ -35,6 +35,7 @@ __all__ = [
     "FixedPoints",
     "LipschitzConstraint",
     "critical_betas",
+    "mean_critical_beta",
     "equipartition",
     "fixed_points",
     "gibbs_posterior",
@@ -428,6 +429,29 @@ def two_point_map(s, a: float, beta: float):
 def two_point_critical_beta(a: float) -> float:
     """``β_c = a²``: the slope of :func:`two_point_map` at ``s = 0`` is ``a² / β``."""
     return check_positive(a, "a") ** 2
+
+
+def mean_critical_beta(X) -> float:
+    r"""``β_c = λ_max(C)``, the β below which the mean solution of eq. 15 is unstable.
+
+    With every ``ψ_a`` at the data mean ``x̄``, each tile's update is ``x̄`` again, for every β
+    and any prior. Linearised there, a perturbation ``δ_a`` of the tiles maps to
+    ``C (δ_a - δ̄) / β``, with ``δ̄ = Σ_b π_b δ_b`` and ``C = (1/n) Σ_i (x_i - x̄)(x_i - x̄)^T``
+    the (biased) data covariance: common shifts vanish and differences between tiles grow
+    exactly when ``β < λ_max(C)``. For two points ``±a e`` this is
+    :func:`two_point_critical_beta`, ``a²``; it is also the critical temperature of
+    deterministic annealing (Rose et al.). Smoothing (``ψ ← α F(ψ) + (1 - α) ψ``) does not move
+    the threshold.
+
+    Parameters
+    ----------
+    X : array-like ``(n, D)``, ``n >= 2``, the data.
+    """
+    X = _data(X).to(F64)
+    if X.shape[0] < 2:
+        raise ValueError(f"X must hold at least 2 points, got {X.shape[0]}")
+    centred = X - X.mean(0)
+    return float(torch.linalg.eigvalsh(centred.T @ centred / X.shape[0])[-1])
 
 
 # -- tiles: the optimal decoder and the equipartition of Proposition 5 ------------------------
