@@ -33,14 +33,15 @@ from .checks import as_tensor, check_positive, check_positive_int
 
 __all__ = [
     "FixedPoints",
+    "GibbsPosterior",
     "LipschitzConstraint",
     "critical_betas",
-    "mean_critical_beta",
     "equipartition",
     "fixed_points",
     "gibbs_posterior",
     "grid_basis",
     "lipschitz_constraint",
+    "mean_critical_beta",
     "nearest_neighbour_error",
     "partition_decoder",
     "reconstruction_curve",
