@@ -1750,8 +1750,7 @@ def _anisotropic_cloud(n=60, seed=0):
 
 
 def _spread_after(X, beta, psi0, steps=3000):
-    result = fixed_points(X, beta, psi0=psi0, smoothing=1.0, max_iter=steps, tol=1e-14,
-                          dtype=F64)
+    result = fixed_points(X, beta, psi0=psi0, smoothing=1.0, max_iter=steps, tol=1e-14, dtype=F64)
     return float(result.psi.std(0).norm())
 
 

@@ -675,7 +675,7 @@ def gibbs_posterior(
         decoded = decoder(grid.float()).reshape(len(grid), -1).to(F64)
     d = flat.shape[1]
     log_prior = -0.5 * (grid**2).sum(1) - math.log(2 * math.pi)  # (G,)
-    log_lik = -torch.cdist(flat, decoded) ** 2 / (2 * math.exp(log_gamma)) - 0.5 * d * (
+    log_lik = -(torch.cdist(flat, decoded) ** 2) / (2 * math.exp(log_gamma)) - 0.5 * d * (
         math.log(2 * math.pi) + log_gamma
     )  # (n, G)
     log_joint = log_lik + log_prior + math.log(cell)
