@@ -15,6 +15,7 @@ from vaebook.checks import (
     check_positive,
     check_positive_int,
     check_same_last_dim,
+    per_member_values,
 )
 
 
@@ -199,3 +200,16 @@ def test_check_number_returns_a_float(value, expected):
 def test_check_number_rejects_what_is_not_a_finite_number(value, error, match):
     with pytest.raises(error, match=match):
         check_number(value, "log_gamma")
+
+
+def test_per_member_values_keeps_a_number_and_a_sequence_apart_without_a_range_check():
+    one = per_member_values(-2.5, "log_gamma", 3)
+    assert one.shape == () and one.item() == -2.5 and one.dtype == torch.float64
+    each = per_member_values([-1.0, 0.0, 2.0], "log_gamma", 3)
+    assert each.tolist() == [-1.0, 0.0, 2.0]
+    with pytest.raises(ValueError, match=r"^log_gamma must be a number or 3 numbers"):
+        per_member_values([1.0, 2.0], "log_gamma", 3)
+    with pytest.raises(ValueError, match=r"^scale must be a number or 1 numbers"):
+        per_member_values([1.0], "scale", None)
+    with pytest.raises(TypeError, match=r"^log_gamma must be a number or a sequence"):
+        per_member_values("0", "log_gamma", 3)

@@ -22,6 +22,7 @@ __all__ = [
     "check_positive_int",
     "check_same_last_dim",
     "check_sizes",
+    "per_member_values",
 ]
 
 
@@ -114,12 +115,12 @@ def check_same_last_dim(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: s
         ) from err
 
 
-def check_per_member(value, name: str, members: int | None, *, allow_zero: bool = False):
-    """A number, or one number per ensemble member, as a float64 tensor.
+def per_member_values(value, name: str, members: int | None) -> torch.Tensor:
+    """A number, or one number per ensemble member, as a float64 tensor (no range check).
 
-    ``value`` is a number (used for every member) or a sequence / array / 1-D tensor of
-    ``members`` numbers; each must be finite and > 0 (>= 0 with ``allow_zero``). Returns a
-    tensor ``(members,)``, or a 0-dim tensor when ``members`` is None (a single model).
+    ``value`` is a number or a sequence / array / 1-D tensor of ``members`` numbers. Returns a
+    0-dim tensor for a number and ``(members,)`` for a sequence; with ``members`` None only a
+    number is accepted (a single model).
     """
     shape = () if members is None else (members,)
     if isinstance(value, (bool, str, bytes)) or value is None:
@@ -130,15 +131,27 @@ def check_per_member(value, name: str, members: int | None, *, allow_zero: bool 
         raise TypeError(
             f"{name} must be a number or a sequence of numbers, got {type(value).__name__}"
         ) from err
-    if values.dim() == 0:
-        return torch.full(
-            shape, check_positive(values.item(), name, allow_zero=allow_zero), dtype=torch.float64
-        )
-    if values.shape != shape:
+    if values.dim() != 0 and values.shape != shape:
         count = 1 if members is None else members
         raise ValueError(
             f"{name} must be a number or {count} numbers (one per member), "
             f"got shape {tuple(values.shape)}"
+        )
+    return values
+
+
+def check_per_member(value, name: str, members: int | None, *, allow_zero: bool = False):
+    """A number, or one number per ensemble member, as a float64 tensor.
+
+    ``value`` is a number (used for every member) or a sequence / array / 1-D tensor of
+    ``members`` numbers; each must be finite and > 0 (>= 0 with ``allow_zero``). Returns a
+    tensor ``(members,)``, or a 0-dim tensor when ``members`` is None (a single model).
+    """
+    shape = () if members is None else (members,)
+    values = per_member_values(value, name, members)
+    if values.dim() == 0:
+        return torch.full(
+            shape, check_positive(values.item(), name, allow_zero=allow_zero), dtype=torch.float64
         )
     for i, v in enumerate(values.tolist()):
         check_positive(v, f"{name}[{i}]", allow_zero=allow_zero)

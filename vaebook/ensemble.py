@@ -20,7 +20,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .checks import as_tensor, check_choice, check_per_member, check_positive_int, check_sizes
+from .checks import (
+    as_tensor,
+    check_choice,
+    check_per_member,
+    check_positive_int,
+    check_sizes,
+    per_member_values,
+)
 from .gaussian import kl_diag_normal, sample_diag_normal
 from .nets import ACTIVATIONS, VAE, mlp_decoder, mlp_encoder, seeded
 from .objectives import LIKELIHOODS, ELBOTerms, reconstruction_log_likelihood
@@ -371,21 +378,9 @@ class EnsembleVAE(nn.Module):
 
 def _log_gamma_per_member(value, members: int) -> torch.Tensor:
     """``log_gamma`` as a float64 tensor: 0-dim for one number, ``(members,)`` for one each."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return torch.tensor(_finite_number(value, "log_gamma"), dtype=torch.float64)
-    if isinstance(value, (bool, str, bytes)) or value is None:
-        raise TypeError(f"log_gamma must be a number or a sequence of numbers, got {value!r}")
-    try:
-        values = torch.as_tensor(value, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise TypeError(
-            f"log_gamma must be a number or a sequence of numbers, got {type(value).__name__}"
-        ) from err
-    if values.shape != (members,):
-        raise ValueError(
-            f"log_gamma must be a number or {members} numbers (one per member), "
-            f"got shape {tuple(values.shape)}"
-        )
+    values = per_member_values(value, "log_gamma", members)
+    if values.dim() == 0:
+        return torch.tensor(_finite_number(values.item(), "log_gamma"), dtype=torch.float64)
     return values  # each member's VAE checks that its value is finite
 
 
