@@ -232,7 +232,8 @@ def mlp_ivae(
     The encoder is ``[flatten(x), u] -> hidden -> (μ, log σ)`` (ReLU), the decoder mirrors
     it, and the prior network is ``u -> prior_hidden -> log σ†`` with leaky ReLU (torch's
     default slope 0.01), two hidden layers of 50 as in the paper's Table 1, which does not give
-    the slope (its encoder and decoder are convolutional).
+    the slope; the authors' released code uses three hidden layers of 50 with slope 0.1 (the
+    paper's encoder and decoder are convolutional).
 
     Parameters
     ----------
