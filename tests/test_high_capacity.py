@@ -19,12 +19,14 @@ from vaebook.high_capacity import (
     critical_betas,
     equipartition,
     fixed_points,
+    gaussian_tile_posterior,
     gibbs_posterior,
     grid_basis,
     lipschitz_constraint,
     mean_critical_beta,
     nearest_neighbour_error,
     partition_decoder,
+    posterior_decoder,
     reconstruction_curve,
     tile_elbo,
     tile_masses,
@@ -917,6 +919,130 @@ def test_partition_decoder_rejects_bad_input(kwargs, error, match):
         partition_decoder(args["X"], args["support"], args["masses"])
 
 
+# -- eq. 3 for any posteriors, and a Gaussian encoder's posteriors on the tiles ------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_posterior_decoder_maximises_the_tile_elbo_in_psi(seed):
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(5, 3, generator=gen, dtype=F64)
+    masses = torch.softmax(torch.randn(7, generator=gen, dtype=F64), 0)
+    q = torch.softmax(3 * torch.randn(5, 7, generator=gen, dtype=F64), 1)
+    psi = posterior_decoder(X, q).requires_grad_(True)
+    best = tile_elbo(X, psi, q, masses, 0.3)
+    (grad,) = torch.autograd.grad(best, psi)
+    assert grad.abs().max().item() < 1e-12
+    for _ in range(5):  # and it is the maximum, not another stationary point
+        other = psi.detach() + 0.05 * torch.randn(psi.shape, generator=gen, dtype=F64)
+        assert tile_elbo(X, other, q, masses, 0.3) < best
+
+
+def test_posterior_decoder_of_a_partition_agrees_with_partition_decoder():
+    # q_i(a) = π_a 1[a ∈ Ω_i] / π_i: eq. 3 weights by 1/π_i, as Proposition 3 says
+    X = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=F64)
+    support = torch.tensor([[True, True, False], [False, True, True]])
+    masses = torch.tensor([0.1, 0.3, 0.6], dtype=F64)
+    q = support.to(F64) * masses / (support.to(F64) @ masses)[:, None]
+    torch.testing.assert_close(posterior_decoder(X, q), partition_decoder(X, support, masses)[0])
+
+
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        (
+            (TWO_X, np.ones((3, 2))),
+            ValueError,
+            r"posterior must be non-negative \(n, m\) with n = 2",
+        ),
+        ((TWO_X, -np.ones((2, 3))), ValueError, "posterior must be non-negative"),
+        ((TWO_X, np.array([[1.0, 0.0], [1.0, 0.0]])), ValueError, "posterior: every tile"),
+        ((TWO_X, "q"), TypeError, "posterior must be a tensor"),
+        ((np.ones(2), np.ones((2, 3))), ValueError, r"X must be \(n, D\)"),
+    ],
+)
+def test_posterior_decoder_rejects_bad_input(args, error, match):
+    with pytest.raises(error, match="^" + match):
+        posterior_decoder(*args)
+
+
+def test_best_posteriors_leave_no_blur_where_a_gaussian_encoder_blurs():
+    # Section 2.1: same Gaussian likelihood and β, below every pair's merge scale; the best
+    # Gaussian bumps (Adam on the tile ELBO) overlap and blur, free posteriors (eq. 15 from the
+    # bumps' decoder) partition the tiles and leave no blur, with a higher ELBO
+    X = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]], dtype=F64
+    )
+    centres, masses = grid_basis(8)
+    beta = 0.1 * 2 / 4  # a tenth of the closest pair's merge scale d²/4, d² = 2
+    mean = torch.tensor(
+        [[0.1, 0.1], [-0.1, 0.1], [0.1, -0.1], [-0.1, -0.1]], dtype=F64, requires_grad=True
+    )
+    log_std = torch.full((4,), math.log(0.2), dtype=F64, requires_grad=True)
+    optimiser = torch.optim.Adam([mean, log_std], lr=0.02)
+    for _ in range(400):
+        q = gaussian_tile_posterior(centres, masses, mean, log_std)
+        loss = -tile_elbo(X, posterior_decoder(X, q), q, masses, beta)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    q = q.detach()
+    psi = posterior_decoder(X, q)
+    free = fixed_points(X, beta, psi0=psi, prior=masses, max_iter=2000, tol=1e-12, dtype=F64)
+    spread = ((X - X.mean(0)) ** 2).sum(1).mean()
+    blur_bump = (q * torch.cdist(X, psi) ** 2).sum(1) / spread
+    blur_free = (free.posterior * torch.cdist(X, free.psi) ** 2).sum(1) / spread
+    assert free.converged
+    assert blur_free.max() < 1e-6 < 5e-3 < blur_bump.min()
+    assert tile_elbo(X, free.psi, free.posterior, masses, beta) > -loss
+
+
+@pytest.mark.parametrize("std", [0.02, 0.05])
+def test_gaussian_tile_posterior_has_the_mean_and_spread_of_its_bump(std):
+    # on a fine grid with uniform prior, a bump well inside the square has mean μ and
+    # per-axis variance s² (the density is read at the centres, and a Gaussian sampled on a
+    # grid of spacing h ≪ s keeps its moments to e^{-2π²s²/h²}); the square cuts the
+    # bump's tails 6 s from the nearer mean, a mass of order 1e-9
+    centres, masses = grid_basis(200)
+    mean = torch.tensor([[0.1, -0.05], [-0.2, 0.15]], dtype=F64)
+    q = gaussian_tile_posterior(centres, masses, mean, torch.full((2,), math.log(std)))
+    torch.testing.assert_close(q.sum(1), torch.ones(2, dtype=F64))
+    torch.testing.assert_close(q @ centres, mean, atol=1e-8, rtol=0)
+    variance = q @ centres**2 - (q @ centres) ** 2
+    torch.testing.assert_close(variance, torch.full((2, 2), std**2, dtype=F64), rtol=1e-6, atol=0)
+
+
+def test_gaussian_tile_posterior_weights_by_the_prior():
+    # with a flat bump (large s) the posterior is the prior itself
+    centres, _ = grid_basis(3)
+    masses = torch.softmax(torch.arange(9, dtype=F64), 0)
+    q = gaussian_tile_posterior(centres, masses, torch.zeros(1, 2), torch.tensor([20.0]))
+    torch.testing.assert_close(q[0], masses)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"centres": np.ones(4)}, ValueError, r"centres must be \(m, d\)"),
+        ({"prior": np.ones(3) / 3}, ValueError, r"prior must be \(4,\)"),
+        ({"mean": np.ones((2, 3))}, ValueError, r"mean must be \(n, 2\)"),
+        ({"log_std": np.ones(3)}, ValueError, r"log_std must be \(2,\)"),
+        ({"log_std": np.array([0.0, np.nan])}, ValueError, "log_std must be finite"),
+        ({"mean": "zero"}, TypeError, "mean must be a tensor"),
+    ],
+)
+def test_gaussian_tile_posterior_rejects_bad_input(kwargs, error, match):
+    centres, masses = grid_basis(2)
+    args = {
+        "centres": centres,
+        "prior": masses,
+        "mean": np.zeros((2, 2)),
+        "log_std": np.zeros(2),
+        **kwargs,
+    }
+    with pytest.raises(error, match="^" + match):
+        gaussian_tile_posterior(**args)
+
+
 # -- equipartition (Proposition 5) ----------------------------------------------------------------
 
 
@@ -1376,6 +1502,30 @@ def test_tile_elbo_matches_its_formula_and_is_stationary_at_a_fixed_point():
     # any other posterior on the simplex is worse for this ψ (Gibbs is the maximiser)
     other = torch.softmax(torch.randn(q.shape, generator=gen, dtype=F64), dim=1)
     assert tile_elbo(X, found.psi, other, masses, beta) < value
+
+
+@pytest.mark.parametrize("beta", [0.004, 0.01])
+def test_beta_is_the_inverse_lagrange_multiplier_of_the_reconstruction_constraint(beta):
+    # Section 2.2: minimising the KL subject to u ≤ κ² has multiplier λ = -dKL*/dκ²; along a
+    # smooth branch of fixed points of F = -u/2 - β KL, d(-u/2 - β KL) = 0, so λ = 1/(2β)
+    # (1/β in the paper's units, whose energy has no 1/2)
+    gen = torch.Generator().manual_seed(8)
+    X = torch.rand(12, 2, generator=gen, dtype=F64) - 0.5
+    centres, masses = grid_basis(6)
+    settled = fixed_points(
+        X, beta, psi0=centres, prior=masses, max_iter=20_000, tol=1e-12, dtype=F64
+    )
+    ends = [
+        fixed_points(
+            X, beta * (1 + e), psi0=settled.psi, prior=masses, max_iter=20_000, tol=1e-12, dtype=F64
+        )
+        for e in (-1e-3, 1e-3)
+    ]
+    assert all(run.converged for run in [settled, *ends])
+    multiplier = -(ends[1].kl - ends[0].kl) / (
+        ends[1].reconstruction_error - ends[0].reconstruction_error
+    )
+    assert multiplier * 2 * beta == pytest.approx(1.0, abs=1e-4)
 
 
 ELBO_X = np.array([[0.1, 0.2], [-0.3, 0.4], [0.5, -0.1]])

@@ -16,7 +16,9 @@ and the reconstruction vectors ``ψ`` ``(m, D)``.
   applied after every step of :func:`fixed_points` as a weighted projection (Proposition 6).
 - :func:`partition_decoder`: the optimal decoder for a posterior supported on given tiles
   (Propositions 2 and 3: exact for a partition, a blur where supports overlap, a hole where
-  there is none); :func:`equipartition`: the tile probabilities of Proposition 5.
+  there is none); :func:`posterior_decoder`: the same (eq. 3) for any posteriors, e.g. the
+  Gaussian encoder's of :func:`gaussian_tile_posterior`; :func:`equipartition`: the tile
+  probabilities of Proposition 5.
 - :func:`gibbs_posterior`: for a trained 2-D decoder, the best posterior any encoder could
   reach (eq. 2 at β = 1), by quadrature, so an encoder's gap and a decoder's are told apart.
 """
@@ -38,12 +40,14 @@ __all__ = [
     "critical_betas",
     "equipartition",
     "fixed_points",
+    "gaussian_tile_posterior",
     "gibbs_posterior",
     "grid_basis",
     "lipschitz_constraint",
     "mean_critical_beta",
     "nearest_neighbour_error",
     "partition_decoder",
+    "posterior_decoder",
     "reconstruction_curve",
     "tile_elbo",
     "tile_masses",
@@ -545,6 +549,70 @@ def equipartition(H, beta: float, *, max_iter: int = 10_000, tol: float = 1e-10)
         log_gamma = log_gamma - torch.logsumexp(log_gamma, 0)
         mean_r, residual = mean_responsibility(log_gamma)
     return log_gamma.exp(), residual
+
+
+def posterior_decoder(X, posterior) -> torch.Tensor:
+    r"""The best decoder on every tile for given posteriors: eq. 3 in the tile basis.
+
+    ``ψ_a = Σ_i q_i(a) x_i / Σ_i q_i(a)``, the posterior-weighted average of the data, which
+    maximises :func:`tile_elbo` over ψ for fixed ``posterior`` (a concave quadratic in ψ). For
+    a partition it is the owner of each tile; where posteriors overlap it is a blur
+    (Proposition 3). Differentiable in ``posterior``.
+
+    Parameters
+    ----------
+    X : ``(n, D)`` data; posterior : ``(n, m)`` non-negative, ``q_i(a)``, every tile with some
+        mass (a tile no posterior reaches is a hole, where eq. 3 is undefined).
+
+    Returns
+    -------
+    ``ψ`` float64 ``(m, D)``.
+    """
+    X = _data(X)
+    posterior = as_tensor(posterior, "posterior", dtype=F64)
+    if posterior.dim() != 2 or posterior.shape[0] != X.shape[0] or bool((posterior < 0).any()):
+        raise ValueError(
+            f"posterior must be non-negative (n, m) with n = {X.shape[0]}, "
+            f"got shape {tuple(posterior.shape)}"
+        )
+    mass = posterior.sum(0)
+    if bool((mass == 0).any()):
+        raise ValueError("posterior: every tile needs some mass (a tile with none is a hole)")
+    return (posterior.T @ X) / mass[:, None]
+
+
+def gaussian_tile_posterior(centres, prior, mean, log_std) -> torch.Tensor:
+    r"""A Gaussian encoder's posteriors on the tiles: ``q_i(a) ∝ π_a N(c_a; μ_i, s_i² I)``.
+
+    The restricted family of an ordinary VAE encoder, read on the tiles of
+    :func:`grid_basis`: each data point gets one isotropic bump of mean ``μ_i`` and standard
+    deviation ``s_i`` over the prior, normalised over the tiles. Differentiable in ``mean``
+    and ``log_std``, so the family's best member can be found by gradient ascent on
+    :func:`tile_elbo`.
+
+    Parameters
+    ----------
+    centres : ``(m, d)`` tile centres; prior : ``(m,)`` tile masses summing to 1;
+    mean : ``(n, d)``; log_std : ``(n,)``, the log of each ``s_i``.
+
+    Returns
+    -------
+    ``(n, m)`` float64, rows summing to 1.
+    """
+    centres = as_tensor(centres, "centres", dtype=F64)
+    if centres.dim() != 2 or centres.shape[0] == 0:
+        raise ValueError(f"centres must be (m, d), got shape {tuple(centres.shape)}")
+    log_prior = _log_masses(prior, centres.shape[0])
+    mean = as_tensor(mean, "mean", dtype=F64)
+    if mean.dim() != 2 or mean.shape[1] != centres.shape[1] or mean.shape[0] == 0:
+        raise ValueError(
+            f"mean must be (n, {centres.shape[1]}) (d of centres), got shape {tuple(mean.shape)}"
+        )
+    log_std = as_tensor(log_std, "log_std", dtype=F64)
+    if log_std.shape != (mean.shape[0],):
+        raise ValueError(f"log_std must be ({mean.shape[0]},), got shape {tuple(log_std.shape)}")
+    squared = ((centres[None] - mean[:, None]) ** 2).sum(-1)  # (n, m)
+    return torch.softmax(log_prior - squared / (2 * torch.exp(2 * log_std))[:, None], dim=1)
 
 
 def tile_elbo(X, psi, posterior, prior, beta: float) -> torch.Tensor:
