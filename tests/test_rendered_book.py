@@ -1,9 +1,10 @@
 """The built book as readers meet it: a clean build, then every page opened in Chromium.
 
-``make clean book`` (``make book`` is what the publishing workflow runs) must finish with
-zero warnings under ``-W -n --keep-going``: every citation, ``prf:``/exercise label and
-cross-reference resolves. Every page of ``_toc.yml`` is then checked in headless Chromium by
-``tools/pagecheck.py`` and screenshotted to ``_build/screenshots/``.
+``make clean book`` (the ``built_book`` fixture of ``conftest.py``; ``make book`` is what the
+publishing workflow runs) must finish with zero warnings under ``-W -n --keep-going``: every
+citation, ``prf:``/exercise label and cross-reference resolves. Every page of ``_toc.yml`` is
+then checked in headless Chromium by ``tools/pagecheck.py`` and screenshotted to
+``_build/screenshots/``.
 
 These tests build the whole book (several minutes); ``make unit`` leaves them out.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import subprocess
 
 import pytest
 from test_book import CONFIG, ROOT, load_module, register_verdicts
@@ -21,32 +21,11 @@ from test_book import CONFIG, ROOT, load_module, register_verdicts
 from vaebook.verdicts import LABELS
 
 pagecheck = load_module(ROOT / "tools" / "pagecheck.py")
-HTML = ROOT / "_build" / "html"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 PAGES = pagecheck.toc_pages()
 CHAPTERS = [page for page, chapter in PAGES if chapter]
 
 pytestmark = pytest.mark.book
-
-
-@pytest.fixture(scope="module")
-def built_book():
-    """Runs ``make clean book``; its log is kept in ``_build/book.log``.
-
-    From a clean ``_build``: an incremental build would neither re-execute nor re-report the
-    pages that did not change.
-    """
-    run = subprocess.run(
-        ["make", "clean", "book"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    log = run.stdout + run.stderr
-    (ROOT / "_build").mkdir(exist_ok=True)
-    (ROOT / "_build" / "book.log").write_text(log, encoding="utf-8")
-    warnings = [
-        line for line in log.splitlines() if re.search(r"\b(WARNING|ERROR|CRITICAL):", line)
-    ]
-    assert run.returncode == 0 and not warnings, "\n".join(warnings) or log[-3000:]
-    return HTML
 
 
 @pytest.fixture(scope="module")

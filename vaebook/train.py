@@ -115,8 +115,9 @@ def fit(
     ----------
     model : module with a method ``terms(x, generator) -> ELBOTerms``, e.g. a
         :class:`~vaebook.nets.VAE`, or a ``vaebook.ensemble.EnsembleVAE`` (then every
-        entry of the history is an array with one value per member). It is moved to
-        ``device`` and trained in place; the loss is ``-terms.mean().objective.sum()``.
+        entry of the history is an array with one value per member). It is trained in place
+        on ``device`` and moved back to the device it came from at the end, so the caller's
+        tensors keep working with it; the loss is ``-terms.mean().objective.sum()``.
     data : tensor ``(n, ...)`` of training examples, or a tuple of tensors sharing the
         example axis, e.g. ``(x, u)`` for a :class:`~vaebook.ivae.IVAE`: each mini-batch
         takes the same rows of every tensor and calls ``model.terms(*batch, generator=...)``.
@@ -132,7 +133,8 @@ def fit(
         (e.g. ``EnsembleVAE``): mini-batches take the same example indices from every
         member's dataset. By default ``data`` is ``(n, ...)``, shared by every member.
     callback : called as ``callback(epoch, model)`` at the end of every epoch (e.g. to keep
-        snapshots of reconstructions while γ falls); it must not change the model.
+        snapshots of reconstructions while γ falls), with the model still on ``device``;
+        it must not change the model.
 
     Raises
     ------
@@ -151,6 +153,7 @@ def fit(
     check_positive_int(seed, "seed", allow_zero=True)
     device = resolve_device(device)
 
+    home = next(model.parameters()).device
     model.to(device)
     dtype = next(model.parameters()).dtype
     tensors = [t.to(device=device, dtype=dtype) for t in tensors]
@@ -187,6 +190,7 @@ def fit(
         if callback is not None:
             callback(epoch, model)
         bar.set_postfix(elbo=f"{np.mean(totals['elbo']):.2f}", kl=f"{np.mean(totals['kl']):.2f}")
+    model.to(home)
     return history
 
 
