@@ -16,6 +16,7 @@ from vaebook.decomposition import (
     entropy_regularised_elbo,
     random_rotation,
     rescale_encoder,
+    rescale_jacobian,
     rescale_networks,
     rotate_encoder,
     theorem1_monte_carlo,
@@ -263,6 +264,37 @@ def test_corollary2_rescale_networks_is_t_beta(gen, beta):
     assert all(torch.equal(before[k], after[k]) for k in before)  # the inputs are not modified
 
 
+@pytest.mark.parametrize("beta", [0.3, 4.0])
+def test_rescale_jacobian_is_the_derivative_of_rescale_networks(gen, beta):
+    # T_β is affine: moving one parameter tensor by δ moves its image by J δ and nothing else
+    encoder, decoder, _, _ = _cor2_networks(gen)
+    factors = rescale_jacobian(encoder, decoder, beta)
+    base = rescale_networks(encoder, decoder, beta)
+    for k, network in enumerate((encoder, decoder)):
+        for name, p in network.named_parameters():
+            delta = randn(gen, *p.shape)
+            with torch.no_grad():
+                p.add_(delta)
+            moved = rescale_networks(encoder, decoder, beta)
+            with torch.no_grad():
+                p.sub_(delta)
+            for j in range(2):
+                for other, q in moved[j].named_parameters():
+                    change = q.detach() - dict(base[j].named_parameters())[other].detach()
+                    expected = factors[k][name] * delta if (j, other) == (k, name) else 0 * q
+                    torch.testing.assert_close(change, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_rescale_jacobian_rejects_networks_without_the_layers_it_rescales(gen):
+    encoder, decoder, _, _ = _cor2_networks(gen)
+    with pytest.raises(TypeError, match=r"^encoder must have linear heads"):
+        rescale_jacobian(decoder, decoder, 2.0)
+    with pytest.raises(TypeError, match=r"^decoder must contain an nn\.Linear"):
+        rescale_jacobian(encoder, torch.nn.Tanh(), 2.0)
+    with pytest.raises(ValueError, match=r"^beta must be > 0"):
+        rescale_jacobian(encoder, decoder, 0.0)
+
+
 def _gradients(value, params):
     """``{name: ∂value/∂param}`` for a dict of parameter tensors."""
     grads = torch.autograd.grad(value, list(params.values()))
@@ -286,12 +318,13 @@ def test_corollary2_stationary_points_correspond(gen, beta):
     rhs = regularised_objective(enc_r, dec_r)
     assert abs(lhs.item() - rhs.item() - corollary1_constant(2, beta)) < 1e-10  # Cor. 1
     g, g_r = _gradients(lhs, {**enc, **dec}), _gradients(rhs, {**enc_r, **dec_r})  # names differ
-    # ∂T_β/∂θ, per parameter tensor (encoder names as they are; decoder's first weight)
-    jacobian = {"mu.weight": math.sqrt(beta), "mu.bias": math.sqrt(beta)}
-    jacobian["0.0.weight"] = 1 / math.sqrt(beta)
+    # ∂T_β/∂θ, per parameter tensor (checked against finite differences of T_β below)
+    encoder_factors, decoder_factors = rescale_jacobian(encoder, decoder, beta)
+    jacobian = {**encoder_factors, **decoder_factors}  # the two networks' names do not clash
+    assert len(jacobian) == len(g)
     scale = max(v.abs().max().item() for v in g.values())
     for name in g:
-        transformed = jacobian.get(name, 1.0) * g_r[name]
+        transformed = jacobian[name] * g_r[name]
         assert (g[name] - transformed).abs().max().item() < 1e-12 * scale, name
     # negative control: without J the mean-head gradients differ (β ≠ 1), so the test can fail
     assert (g["mu.weight"] - g_r["mu.weight"]).abs().max().item() > 1e-3 * scale

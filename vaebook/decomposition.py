@@ -7,7 +7,8 @@ r"""Mathieu et al. (2019), §4: what the β-VAE objective is, as identities one 
   samples, with standard errors).
 - **Corollary 1** (eqs. 4-5): for a Gaussian prior the β-VAE is, after rescaling the latent
   space by :math:`\sqrt\beta`, the entropy-regularised ELBO: :func:`rescale_encoder`,
-  :func:`rescale_networks`, :func:`entropy_regularised_elbo`, :func:`corollary1_constant`.
+  :func:`rescale_networks` (with its Jacobian, :func:`rescale_jacobian`),
+  :func:`entropy_regularised_elbo`, :func:`corollary1_constant`.
 - **Theorem 2** (eq. 6): rotation invariance under an isotropic Gaussian prior:
   :func:`random_rotation`, :func:`rotate_encoder` (with :func:`vaebook.priors.kl_full_to_prior`).
 
@@ -47,6 +48,7 @@ __all__ = [
     "entropy_regularised_elbo",
     "random_rotation",
     "rescale_encoder",
+    "rescale_jacobian",
     "rescale_networks",
     "rotate_encoder",
     "theorem1_monte_carlo",
@@ -238,17 +240,32 @@ def rescale_encoder(mu, logvar, beta) -> tuple[torch.Tensor, torch.Tensor]:
     return math.sqrt(beta) * mu, logvar + math.log(beta)
 
 
-def rescale_networks(encoder, decoder, beta):
-    """The map ``T_β`` of Corollaries 1-2 on networks: rescaled copies ``(encoder', decoder')``.
+def _first_linear(decoder) -> nn.Linear:
+    first = next((m for m in decoder.modules() if isinstance(m, nn.Linear)), None)
+    if first is None:
+        raise TypeError("decoder must contain an nn.Linear acting on z")
+    return first
 
-    ``encoder`` is a :class:`~vaebook.nets.GaussianEncoder` (linear heads ``mu`` and
-    ``logvar``); ``decoder`` a module whose first layer (first ``nn.Linear`` in
-    ``decoder.modules()``) acts on ``z``. The copies compute exactly :func:`rescale_encoder`'s
-    ``(√β mu, logvar + log β)`` and ``z ↦ g(z / √β)``: the mean head's weight and bias are
-    multiplied by ``√β``, ``log β`` is added to the log-variance bias, and the decoder's first
-    weight is divided by ``√β``. ``T_β`` is affine in the parameters with a constant diagonal
-    Jacobian, which is what makes Corollary 2 (stationary points correspond) follow from
-    Corollary 1. The inputs are not modified.
+
+def rescale_jacobian(encoder, decoder, beta) -> tuple[dict[str, float], dict[str, float]]:
+    """The diagonal Jacobian ``J`` of the map ``T_β`` of Corollaries 1-2, per parameter tensor.
+
+    ``T_β`` multiplies the encoder's mean head (weight and bias) by ``√β``, shifts the
+    log-variance bias by ``log β`` (derivative 1) and divides the decoder's first weight by
+    ``√β``; every other parameter is unchanged. It is affine, so its Jacobian is constant and
+    diagonal, one factor per parameter tensor, and the chain rule gives
+    ``∇L_β(θ) = J ∇L_{H,β}(T_β θ)`` (Corollary 2).
+
+    Parameters
+    ----------
+    encoder : a :class:`~vaebook.nets.GaussianEncoder` (linear heads ``mu`` and ``logvar``).
+    decoder : a module whose first ``nn.Linear`` (in ``decoder.modules()``) acts on ``z``.
+    beta : float > 0.
+
+    Returns
+    -------
+    ``(encoder_factors, decoder_factors)``: ``{name: factor}`` for every name of
+    ``named_parameters()`` of each network.
     """
     beta = check_positive(beta, "beta")
     if not (
@@ -256,16 +273,36 @@ def rescale_networks(encoder, decoder, beta):
         and isinstance(getattr(encoder, "logvar", None), nn.Linear)
     ):
         raise TypeError("encoder must have linear heads `mu` and `logvar` (a GaussianEncoder)")
-    first = next((m for m in decoder.modules() if isinstance(m, nn.Linear)), None)
-    if first is None:
-        raise TypeError("decoder must contain an nn.Linear acting on z")
-    encoder, decoder = copy.deepcopy(encoder), copy.deepcopy(decoder)
+    first_weight = _first_linear(decoder).weight
     root = math.sqrt(beta)
+    mean_head = {id(encoder.mu.weight), id(encoder.mu.bias)}
+    encoder_factors = {
+        name: root if id(p) in mean_head else 1.0 for name, p in encoder.named_parameters()
+    }
+    decoder_factors = {
+        name: 1 / root if p is first_weight else 1.0 for name, p in decoder.named_parameters()
+    }
+    return encoder_factors, decoder_factors
+
+
+def rescale_networks(encoder, decoder, beta):
+    """The map ``T_β`` of Corollaries 1-2 on networks: rescaled copies ``(encoder', decoder')``.
+
+    ``encoder`` is a :class:`~vaebook.nets.GaussianEncoder` (linear heads ``mu`` and
+    ``logvar``); ``decoder`` a module whose first layer (first ``nn.Linear`` in
+    ``decoder.modules()``) acts on ``z``. The copies compute exactly :func:`rescale_encoder`'s
+    ``(√β mu, logvar + log β)`` and ``z ↦ g(z / √β)``: every parameter is multiplied by its
+    factor in :func:`rescale_jacobian` (``√β`` on the mean head, ``1/√β`` on the decoder's
+    first weight) and ``log β`` is added to the log-variance bias. The inputs are not
+    modified.
+    """
+    encoder_factors, decoder_factors = rescale_jacobian(encoder, decoder, beta)
+    encoder, decoder = copy.deepcopy(encoder), copy.deepcopy(decoder)
     with torch.no_grad():
-        encoder.mu.weight.mul_(root)
-        encoder.mu.bias.mul_(root)
+        for network, factors in ((encoder, encoder_factors), (decoder, decoder_factors)):
+            for name, p in network.named_parameters():
+                p.mul_(factors[name])
         encoder.logvar.bias.add_(math.log(beta))
-        next(m for m in decoder.modules() if isinstance(m, nn.Linear)).weight.div_(root)
     return encoder, decoder
 
 
