@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-NBMAKE_TIMEOUT ?= 600
 # matplotlib's font cache describes the fonts of one installation: keep it with that
 # installation, so a cache written by another clone's .venv (since deleted) is never read.
 export MPLCONFIGDIR := $(abspath $(VENV))/matplotlib
@@ -14,7 +13,7 @@ export MPLCONFIGDIR := $(abspath $(VENV))/matplotlib
 
 help:
 	@echo "make book       build the executed HTML book into _build/html"
-	@echo "make test       lint, unit tests, clean book build checked in Chromium, Colab run, nbmake"
+	@echo "make test       lint, unit tests, clean book build checked in Chromium, every notebook run"
 	@echo "make unit       unit tests only (fast; skips the book build and the Colab run)"
 	@echo "make bench      time every chapter and the kernels; writes benchmarks/results.md"
 	@echo "make mutation   mutation-test each module against its own test file (MODULE=gaussian:"
@@ -53,12 +52,15 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not book" tests
 
 # Everything: the unit tests; the book built from clean with `make clean book` and every page
-# checked in Chromium; one Colab notebook run in a fresh virtualenv; the fastest chapters run
-# twice; nbmake executes every Colab notebook.
+# checked in Chromium; every Colab notebook executed in a fresh kernel, gluing the numbers the
+# book build glued (tests/test_reproducible.py); one of them run in a fresh virtualenv as Colab.
 test: lint browser $(STAMP)
-	$(BIN)/python -m pytest --nbmake --nbmake-timeout=$(NBMAKE_TIMEOUT) tests notebooks
+	$(BIN)/python -m pytest --durations=15 tests
 
+# Only the chapters whose code changed are executed again (jupyter-cache); a change to vaebook's
+# sources or to the pins clears the cache first (tools/bookcache.py).
 book: $(STAMP)
+	$(BIN)/python tools/bookcache.py
 	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
 
 # Wall time and memory of every chapter, make test / make book from a fresh clone, and the

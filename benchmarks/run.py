@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"Commit `{commit}`, cloned into a temporary folder; `make test` includes creating",
             "`.venv`, the unit tests, one book build with the browser checks, the Colab run, the",
-            "reruns and nbmake over every notebook (all but the two tests that check this file).",
+            "run of every Colab notebook (all but the two tests that check this file).",
             "",
             "| command | wall minutes | budget |",
             "|---|---|---|",

@@ -1,10 +1,14 @@
-"""A chapter executed twice glues the same numbers.
+"""Every Colab notebook runs, and glues the numbers the book build glued.
 
-Every number in the book's prose is glued from a cell, so comparing the glued values of two
-fresh executions compares everything the reader is told. The fastest chapters are executed
-twice here; the others use the same means to be repeatable (seeded generators, a fixed
-thread count, ``torch.use_deterministic_algorithms(True)`` in their first cell), which
-``test_every_chapter_turns_on_deterministic_algorithms`` checks.
+The clean book build (the ``built_book`` fixture) executes every chapter once and keeps what
+each glued in ``_build/jupyter_execute/book/<name>.glue.json``. Each generated Colab notebook
+(``notebooks/<name>.ipynb``: the chapter's code cells after an install cell) is executed here
+in a fresh kernel, in ``notebooks/`` as a reader's Jupyter would, so a cell that raises fails
+the test. Every glued value must then equal the book build's: every number in the book's prose
+is glued, so this compares everything the reader is told, for every chapter, between two
+independent executions (seeded generators, a fixed thread count and
+``torch.use_deterministic_algorithms(True)`` in each chapter's first cell, which
+``test_every_chapter_turns_on_deterministic_algorithms`` checks).
 """
 
 from __future__ import annotations
@@ -12,30 +16,11 @@ from __future__ import annotations
 import bookpages
 import jupytext
 import nbclient
+import nbformat
 import pytest
-from test_book import CHAPTERS
+from test_book import CHAPTERS, ROOT
 
-# The fastest chapters that glue many results: about 25 s and 55 s. (The datasets appendix is
-# faster but glues a single number that is not a timing.)
-FASTEST = ["primer", "high_capacity"]
 TIMINGS = ("_runtime", "_seconds")  # wall-clock measurements, not results
-
-
-def glued_values(nb) -> dict[str, str]:
-    """``name -> repr`` of every value a notebook glued with ``myst_nb.glue``."""
-    values = {}
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
-            if name is not None:  # myst-nb stores it under a papermill mime prefix
-                plain = [v for k, v in output["data"].items() if k.endswith("text/plain")]
-                values[name] = "".join(plain[0])
-    return values
-
-
-def execute(name: str) -> dict[str, str]:
-    nb, _, _ = bookpages.execute_page(name)
-    return glued_values(nb)
 
 
 def test_glued_values_reads_what_glue_writes(tmp_path):
@@ -49,18 +34,21 @@ def test_glued_values_reads_what_glue_writes(tmp_path):
         "language": "python",
     }
     nbclient.NotebookClient(nb, resources={"metadata": {"path": str(tmp_path)}}).execute()
-    assert glued_values(nb) == {"gap": "0.25"}
+    assert bookpages.glued_values(nb) == {"gap": "0.25"}
 
 
 @pytest.mark.book
-@pytest.mark.parametrize("name", FASTEST)
-def test_two_executions_glue_identical_numbers(name):
-    first, second = execute(name), execute(name)
-    timings = {key for key in first if key.endswith(TIMINGS)}
-    assert len(first) - len(timings) >= 5, sorted(first)
-    for key in sorted(set(first) - timings):
-        assert first[key] == second.get(key), f"{name}: {key} = {first[key]} then {second.get(key)}"
-    assert set(first) == set(second)
+@pytest.mark.parametrize("name", bookpages.notebook_pages())
+def test_colab_notebook_runs_and_glues_the_book_builds_numbers(built_book, name):
+    book = bookpages.built_glue(name)
+    notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    bookpages.execute(notebook, ROOT / "notebooks")
+    again = bookpages.glued_values(notebook)
+    results = sorted(key for key in book if not key.endswith(TIMINGS))
+    assert results, f"{name}: the book build glued no result"
+    assert set(again) == set(book), set(again) ^ set(book)
+    for key in results:
+        assert again[key] == book[key], f"{name}: {key}: {book[key]} (book), {again[key]} (here)"
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
