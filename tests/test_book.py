@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import bookpages
+import nbformat
 import pytest
 import yaml
 
@@ -163,7 +164,7 @@ def test_colab_launch_button_is_rewritten_for_chapters_only():
 
 def test_execution_is_strict_and_bounded():
     execute = CONFIG["execute"]
-    assert execute["execute_notebooks"] == "force"
+    assert execute["execute_notebooks"] == "cache"  # make test builds from clean (make clean)
     assert execute["allow_errors"] is False
     assert 0 < execute["timeout"] <= 600
 
@@ -244,14 +245,15 @@ def myst_book(tmp_path):
     book.mkdir()
     (book / "page.md").write_text(MYST_PAGE, encoding="utf-8")
     bib = {"kingma2014auto": ("Kingma & Welling", "2014"), "x2020": ("Xu et al.", "2020")}
-    labels = notebooks_tool.book_labels(book)
+    labels = notebooks_tool.book_labels(book, chapters={"book/page": 3})
     return {"labels": labels, "bib": bib, "url": "https://book.example/"}
 
 
 def test_book_labels_finds_directives_equations_and_targets(myst_book):
     labels = myst_book["labels"]
-    assert labels["thm-py"] == notebooks_tool.Target("book/page", "Theorem", "Pythagoras")
-    assert labels["ex-one"].kind == "Exercise"
+    expected = notebooks_tool.Target("book/page", "Theorem", "Pythagoras", "Theorem 3.1")
+    assert labels["thm-py"] == expected
+    assert labels["ex-one"].kind == "Exercise" and labels["ex-one"].number == "Exercise 3.1"
     assert labels["eq-ab"].kind == "equation"
     assert labels["sec-target"] == notebooks_tool.Target("book/page", "section", "A section")
 
@@ -268,7 +270,7 @@ def test_colab_markdown_turns_directives_into_titled_quotes(myst_book):
 
 def test_colab_markdown_links_references_into_the_published_book(myst_book):
     out = notebooks_tool.colab_markdown(MYST_PAGE, "book/page", myst_book)
-    assert "[Theorem (Pythagoras)](https://book.example/book/page.html#thm-py)" in out
+    assert "[Theorem 3.1 (Pythagoras)](https://book.example/book/page.html#thm-py)" in out
     assert "[(eq-ab)](https://book.example/book/page.html#equation-eq-ab)" in out
     assert "[the section](https://book.example/book/page.html#sec-target)" in out
 
@@ -294,6 +296,73 @@ def test_colab_markdown_names_an_unknown_reference(myst_book):
 def test_colab_markdown_rejects_an_unclosed_directive(myst_book):
     with pytest.raises(ValueError, match="unclosed directive"):
         notebooks_tool.colab_markdown("```{prf:proof}\nno end\n", "book/page", myst_book)
+
+
+def test_colab_markdown_numbers_results_as_the_book_does(myst_book):
+    context = {**myst_book, "numbers": notebooks_tool.block_numbers(3)}
+    out = notebooks_tool.colab_markdown(MYST_PAGE + MYST_PAGE, "book/page", context)
+    assert out.count("> **Theorem 3.1.** *Pythagoras.*") == 1
+    assert "> **Theorem 3.2.** *Pythagoras.*" in out and "> **Exercise 3.2.**" in out
+    unnumbered = notebooks_tool.block_numbers(None)
+    assert [unnumbered("Exercise"), unnumbered("Exercise"), unnumbered("Proof")] == [
+        "Exercise 1",
+        "Exercise 2",
+        "",
+    ]
+
+
+def test_colab_markdown_closes_dropdowns_in_details(myst_book):
+    hint = "```{admonition} Hint\n:class: dropdown\n\nUse $a^2$.\n```"
+    out = notebooks_tool.colab_markdown(hint, "book/page", myst_book)
+    assert out.startswith("<details>\n<summary><b>Hint.</b> (click to open)</summary>")
+    assert "\n\nUse $a^2$.\n\n</details>" in out
+
+
+SOLVED = [
+    (
+        "markdown",
+        "````{exercise}\n:label: ex-one\n\nDo it.\n````\n\n"
+        "```{solution-start} ex-one\n:class: dropdown\n```\n\nFirst the idea.",
+    ),
+    ("code", "answer = 42\nglue('answer', answer)"),
+    ("markdown", "So 42.\n\n```{solution-end}\n```\n\n## Next section"),
+    ("code", "print('main text')"),
+]
+
+
+def test_fold_solutions_closes_each_solution_with_its_code_unrun(myst_book):
+    cells = [
+        nbformat.v4.new_code_cell(text) if kind == "code" else nbformat.v4.new_markdown_cell(text)
+        for kind, text in SOLVED
+    ]
+    folded = notebooks_tool.fold_solutions(cells, myst_book["labels"])
+    assert [c.cell_type for c in folded] == ["markdown", "markdown", "markdown", "code"]
+    assert folded[0].source.startswith("````{exercise}") and "solution" not in folded[0].source
+    solution = folded[1].source
+    assert solution.startswith("<details>\n<summary><b>Solution to Exercise 3.1</b>")
+    assert "First the idea." in solution and "So 42." in solution
+    assert "```python\nanswer = 42\nglue('answer', answer)\n```" in solution
+    assert solution.endswith("</details>")
+    assert folded[2].source == "## Next section" and folded[3].source == "print('main text')"
+
+
+def test_fold_solutions_rejects_an_unclosed_solution(myst_book):
+    cells = [nbformat.v4.new_markdown_cell(SOLVED[0][1])]
+    with pytest.raises(ValueError, match="without a solution-end"):
+        notebooks_tool.fold_solutions(cells, myst_book["labels"])
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_colab_notebooks_run_no_solution_code(chapter):
+    notebook = nbformat.reads(notebooks_tool.render(chapter, notebooks_tool.book_config()), 4)
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    text = chapter.read_text(encoding="utf-8")
+    solutions = re.findall(r"\{solution-start\}.*?\{solution-end\}", text, flags=re.S)
+    for solution in solutions:
+        for block in re.findall(r"```\{code-cell\}[^\n]*\n(.*?)```", solution, flags=re.S):
+            assert block.strip() not in code, f"{chapter.stem}: a solution runs in the notebook"
+            shown = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+            assert block.strip() in shown, f"{chapter.stem}: a solution's code is not shown"
 
 
 def test_bibliography_gives_surnames_and_year(tmp_path):
@@ -354,7 +423,7 @@ def test_publishing_workflow_builds_with_make_book_and_deploys_the_html():
 
 def test_make_book_writes_the_folder_the_workflow_publishes():
     text = (ROOT / "Makefile").read_text(encoding="utf-8")
-    book = re.search(r"^book:.*\n\t(.+)$", text, flags=re.MULTILINE)[1]
+    book = re.search(r"^book:.*\n((?:\t.+\n)+)", text, flags=re.MULTILINE)[1]
     assert "jupyter-book build . --builder html -W -n --keep-going" in book  # -> _build/html
 
 

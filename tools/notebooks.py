@@ -8,10 +8,13 @@ jupytext header becomes ``notebooks/<name>.ipynb`` with two cells put in front:
 2. a markdown cell defining the book's LaTeX macros (from ``_config.yml``) for the notebook.
 
 Colab renders plain Markdown only, so the MyST syntax of the markdown cells is converted
-(:func:`colab_markdown`): theorem, proof, exercise and solution directives become bold-titled
-quotes, citations become "Author (year)", cross-references become links into the published
-book (``html.baseurl`` in ``_config.yml``), and glued numbers become the name of the value, which
-the cell computing it displays when run outside the book.
+(:func:`colab_markdown`): theorem, proof and exercise directives become bold-titled quotes
+numbered as in the book ("Exercise 4.1"), hints and other dropdowns become closed
+``<details>`` blocks, citations become "Author (year)", cross-references become links into the
+published book (``html.baseurl`` in ``_config.yml``), and glued numbers become the name of the
+value, which the cell computing it displays when run outside the book. Each exercise's solution,
+prose and code, is folded into one closed ``<details>`` block whose code does not run with
+"Run all" (:func:`fold_solutions`); the book build executes every solution.
 
 Usage: ``python tools/notebooks.py`` (writes the files) or ``--check`` (exits 1 when a
 committed notebook differs from what would be generated). ``make notebooks`` runs the first.
@@ -25,6 +28,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import bookpages  # tools/bookpages.py: the chapter numbers of _toc.yml
 import jupytext
 import nbformat
 import yaml
@@ -110,13 +114,27 @@ BLOCK_NAMES = {
 }
 
 
+NUMBERED_KINDS = (
+    "Theorem",
+    "Proposition",
+    "Lemma",
+    "Corollary",
+    "Definition",
+    "Remark",
+    "Example",
+    "Exercise",
+)  # Sphinx numbers each kind on its own, per chapter
+
+
 @dataclass(frozen=True)
 class Target:
-    """Where a label of the book points: the page (``book/primer``), what it is, its title."""
+    """Where a label of the book points: the page (``book/primer``), what it is, its title, and
+    the number the book gives it ("Proposition 4.2"; empty for sections and equations)."""
 
     page: str
     kind: str
     title: str
+    number: str = ""
 
 
 def split_directive(lines: list[str], start: int) -> tuple[str, str, dict, list[str], int]:
@@ -144,22 +162,46 @@ def split_directive(lines: list[str], start: int) -> tuple[str, str, dict, list[
     return head["name"], head["arg"].strip(), options, body, end + 1
 
 
-def book_labels(book: Path = BOOK) -> dict[str, Target]:
-    """Every label defined in the book's pages: directives, numbered equations, targets."""
+def book_labels(book: Path = BOOK, chapters: dict[str, int] | None = None) -> dict[str, Target]:
+    """Every label defined in the book's pages: directives, numbered equations, targets.
+
+    ``chapters`` maps a page (``book/primer``) to its chapter number (default: the numbered
+    parts of ``_toc.yml``); results and exercises get the book's numbers, "Exercise 4.1" in
+    chapter 4 and "Exercise 1" on an unnumbered page.
+    """
+    chapters = bookpages.chapter_numbers(ROOT) if chapters is None else chapters
     labels = {}
     for path in sorted(book.glob("*.md")):
         page = f"{book.name}/{path.stem}"
+        numbers = block_numbers(chapters.get(page))
         lines = path.read_text(encoding="utf-8").splitlines()
         for i, line in enumerate(lines):
-            if (head := FENCE.match(line)) and (label := _option(lines, i + 1, "label")):
+            if head := FENCE.match(line):
                 kind = BLOCK_NAMES.get(head["name"], head["name"])
-                labels[label] = Target(page, kind, head["arg"].strip())
+                number = numbers(kind)
+                if label := _option(lines, i + 1, "label"):
+                    labels[label] = Target(page, kind, head["arg"].strip(), number)
             elif math := MATH_LABEL.match(line):
                 labels[math["label"]] = Target(page, "equation", f"({math['label']})")
             elif target := TARGET.match(line):
                 following = next((t for t in lines[i + 1 :] if t.strip()), "")
                 labels[target["label"]] = Target(page, "section", following.lstrip("# ").strip())
     return labels
+
+
+def block_numbers(chapter: int | None):
+    """A counter for one page: ``numbers(kind)`` returns the next number of that kind, e.g.
+    "Exercise 4.2" (chapter 4) or "Exercise 2" (no chapter number), and "" for a kind the book
+    does not number (proofs, solutions, notes)."""
+    counts: dict[str, int] = {}
+
+    def numbers(kind: str) -> str:
+        if kind not in NUMBERED_KINDS:
+            return ""
+        counts[kind] = counts.get(kind, 0) + 1
+        return f"{kind} {chapter}.{counts[kind]}" if chapter else f"{kind} {counts[kind]}"
+
+    return numbers
 
 
 def _option(lines: list[str], start: int, key: str) -> str | None:
@@ -201,15 +243,18 @@ def colab_markdown(text: str, page: str, context: dict) -> str:
     """Plain Markdown for Colab from the MyST markdown ``text`` of a cell on ``page``.
 
     ``context`` holds ``labels`` (:func:`book_labels`), ``bib`` (:func:`bibliography`) and
-    ``url``, the address of the published book ending in ``/``.
+    ``url``, the address of the published book ending in ``/``; optionally ``numbers``, the
+    page's :func:`block_numbers` counter, which numbers theorems and exercises as the book does.
     """
+    numbers = context.get("numbers") or (lambda kind: "")
     lines, out, i = text.split("\n"), [], 0
     while i < len(lines):
         line = lines[i]
         if FENCE.match(line):
             name, arg, options, body, i = split_directive(lines, i)
+            number = numbers(BLOCK_NAMES.get(name, name))  # before the body: document order
             inner = colab_markdown("\n".join(body), page, context)
-            out += _block(name, arg, options, inner).split("\n")
+            out += _block(name, arg, options, inner, number).split("\n")
             continue
         if TARGET.match(line):
             i += 1
@@ -219,20 +264,25 @@ def colab_markdown(text: str, page: str, context: dict) -> str:
     return ROLE.sub(lambda m: _role(m["role"], m["text"], page, context), "\n".join(out))
 
 
-def _block(name: str, arg: str, options: dict, body: str) -> str:
-    """One directive as a bold-titled quote (solution markers become a plain line)."""
-    if name == "solution-start":
-        return "**Solution.** *(In the book this is a dropdown; the cells below are it.)*"
-    if name == "solution-end":
-        return "*(End of the solution.)*"
+def details(summary: str, body: str) -> str:
+    """A closed HTML ``<details>`` block: JupyterLab and Colab show ``summary`` and render the
+    Markdown ``body`` (math included) when the reader clicks it."""
+    return f"<details>\n<summary>{summary}</summary>\n\n{body}\n\n</details>"
+
+
+def _block(name: str, arg: str, options: dict, body: str, number: str = "") -> str:
+    """One directive as a bold-titled quote, or, for a dropdown (a hint, a solution), as a
+    closed ``<details>`` block the reader opens by clicking its title."""
     if name == "prf:proof":
         head = "*Proof.*"
         body = f"{body} ∎"
     else:
-        title = BLOCK_NAMES.get(name, name)
+        title = number or BLOCK_NAMES.get(name, name)
         head = f"**{title}.** *{arg}.*" if arg and title else f"**{title or arg}.**"
-    quoted = "\n".join(f"> {line}".rstrip() for line in f"{head}\n\n{body}".split("\n"))
-    return quoted
+    if "dropdown" in options.get("class", "").split():
+        summary = head.replace("**", "").replace("*", "")
+        return details(f"<b>{summary}</b> (click to open)", body)
+    return "\n".join(f"> {line}".rstrip() for line in f"{head}\n\n{body}".split("\n"))
 
 
 def _role(role: str, text: str, page: str, context: dict) -> str:
@@ -262,7 +312,68 @@ def _role(role: str, text: str, page: str, context: dict) -> str:
 def _describe(label: Target) -> str:
     if label.kind in ("equation", "section"):
         return label.title
-    return f"{label.kind} ({label.title})" if label.title else label.kind
+    name = label.number or label.kind
+    return f"{name} ({label.title})" if label.title else name
+
+
+SOLUTION_START = re.compile(r"^(`{3,}|:{3,})\{solution-start\}")
+SOLUTION_END = re.compile(r"^(`{3,}|:{3,})\{solution-end\}")
+SOLUTION_NOTE = (
+    "click to open; its code does not run with Run all: copy a block into a cell to run it"
+)
+
+
+def fold_solutions(cells: list, labels: dict[str, Target]) -> list:
+    """The chapter's cells with every ``solution-start`` ... ``solution-end`` stretch (prose and
+    code cells) folded into one closed ``<details>`` markdown cell.
+
+    A notebook reader sees each exercise and its hint, and opens the solution only by clicking
+    it; its code is shown as fenced blocks, so "Run all" never runs a solution. (The book
+    executes every solution: there it is a dropdown of ordinary cells.)
+    """
+    out, normal, solution, title = [], [], None, ""
+
+    def flush_normal():
+        text = "\n".join(normal).strip("\n")
+        if text.strip():
+            out.append(nbformat.v4.new_markdown_cell(text))
+        normal.clear()
+
+    for cell in cells:
+        if cell.cell_type != "markdown":
+            if solution is None:
+                out.append(cell)
+            else:
+                solution += ["", f"```python\n{cell.source}\n```", ""]
+            continue
+        lines = cell.source.split("\n")
+        if solution is None and not any(SOLUTION_START.match(line) for line in lines):
+            out.append(cell)
+            continue
+        i = 0
+        while i < len(lines):
+            if SOLUTION_START.match(lines[i]):
+                flush_normal()
+                _, label, _, _, i = split_directive(lines, i)
+                solution, title = [], f"Solution to {labels[label].number or label}"
+            elif SOLUTION_END.match(lines[i]):
+                if solution is None:
+                    raise ValueError("solution-end without a solution-start")
+                _, _, _, _, i = split_directive(lines, i)
+                body = "\n".join(solution).strip("\n")
+                out.append(
+                    nbformat.v4.new_markdown_cell(
+                        details(f"<b>{title}</b> ({SOLUTION_NOTE})", body)
+                    )
+                )
+                solution = None
+            else:
+                (normal if solution is None else solution).append(lines[i])
+                i += 1
+        flush_normal()
+    if solution is not None:
+        raise ValueError(f"{title}: solution-start without a solution-end")
+    return out
 
 
 def colab_notebook(source: Path, config: dict) -> nbformat.NotebookNode:
@@ -274,12 +385,15 @@ def colab_notebook(source: Path, config: dict) -> nbformat.NotebookNode:
         nbformat.v4.new_code_cell(install),
         nbformat.v4.new_markdown_cell(macros_cell_source(config)),
     ]
-    context = {"labels": book_labels(source.parent), "bib": bibliography(), "url": book_url(config)}
+    labels = book_labels(source.parent)
     page = f"{source.parent.name}/{source.stem}"
-    for cell in nb.cells:
+    numbers = block_numbers(bookpages.chapter_numbers(ROOT).get(page))
+    context = {"labels": labels, "bib": bibliography(), "url": book_url(config), "numbers": numbers}
+    cells = fold_solutions(nb.cells, labels)
+    for cell in cells:
         if cell.cell_type == "markdown":
             cell.source = colab_markdown(cell.source, page, context)
-    nb.cells = front + nb.cells
+    nb.cells = front + cells
     for i, cell in enumerate(nb.cells):
         cell.id = f"cell-{i}"  # stable ids keep regenerated files byte-identical
         if cell.cell_type == "code":
