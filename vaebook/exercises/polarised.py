@@ -1,0 +1,3 @@
+"""Answer checkers for the exercises of book/polarised.md (see :mod:`vaebook.exercises`)."""
+
+from __future__ import annotations
