@@ -9,16 +9,18 @@ STAMP  := $(VENV)/.installed-stamp
 # installation, so a cache written by another clone's .venv (since deleted) is never read.
 export MPLCONFIGDIR := $(abspath $(VENV))/matplotlib
 
-.PHONY: help install browser lint format notebooks test unit book bench mutation clean
+.PHONY: help install browser lint format notebooks lab test unit book pdf bench mutation clean
 
 help:
 	@echo "make book       build the executed HTML book into _build/html"
+	@echo "make pdf        the whole book as one PDF, _build/pdf/vaebook.pdf (builds the book if missing)"
 	@echo "make test       lint, unit tests, clean book build checked in Chromium, every notebook run"
 	@echo "make unit       unit tests only (fast; skips the book build and the Colab run)"
 	@echo "make bench      time every chapter and the kernels; writes benchmarks/results.md"
 	@echo "make mutation   mutation-test each module against its own test file (MODULE=gaussian:"
 	@echo "                one module); writes benchmarks/mutation.md. Not part of make test"
-	@echo "make notebooks  regenerate the Colab notebooks in notebooks/ from book/*.md"
+	@echo "make notebooks  regenerate the notebooks in notebooks/ and the study guide's tables"
+	@echo "make lab        open the chapters' notebooks (notebooks/) in JupyterLab"
 	@echo "make format     apply ruff's formatter and import sorting"
 	@echo "make clean      remove _build/ (keeps .venv/)"
 
@@ -47,6 +49,12 @@ format: $(STAMP)
 
 notebooks: $(STAMP)
 	$(BIN)/python tools/notebooks.py
+	$(BIN)/python tools/studyguide.py
+
+# JupyterLab on the chapters as notebooks. They are generated from book/*.md (the sources):
+# edit a chapter there, then `make notebooks`.
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not book" tests
@@ -62,6 +70,13 @@ test: lint browser $(STAMP)
 book: $(STAMP)
 	$(BIN)/python tools/bookcache.py
 	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
+
+# One PDF of the book: every page of _toc.yml printed by Debian's chromium (math typeset,
+# solutions open), merged by pypdf with a bookmark per page. Nothing is downloaded; the book
+# is built first only when there is none (`make book` rebuilds an old one).
+pdf: browser $(STAMP)
+	test -f _build/html/index.html || $(MAKE) book
+	$(BIN)/python tools/bookpdf.py _build/html -o _build/pdf/vaebook.pdf
 
 # Wall time and memory of every chapter, make test / make book from a fresh clone, and the
 # kernel micro-benchmarks: about 45 minutes. Run it on an otherwise idle machine.

@@ -148,18 +148,21 @@ def test_colab_url_rejects_a_non_github_repository():
         colab_links.colab_url(fake_config(url="https://gitlab.com/org/repo"), "primer")
 
 
-def test_colab_launch_button_is_rewritten_for_chapters_only():
+def test_launch_buttons_are_rewritten_for_chapters_only():
     app = SimpleNamespace(srcdir=str(ROOT), config=fake_config())
 
     def context():
-        return {"header_buttons": [{"buttons": [{"text": "Colab", "url": "old"}]}]}
+        buttons = [{"text": "Colab", "url": "old"}, {"text": "Binder", "url": "old"}]
+        return {"header_buttons": [{"buttons": buttons}]}
 
     chapter = context()
-    colab_links.point_colab_button(app, "book/primer", "page.html", chapter, None)
-    assert chapter["header_buttons"][0]["buttons"][0]["url"].endswith("notebooks/primer.ipynb")
+    colab_links.point_launch_buttons(app, "book/primer", "page.html", chapter, None)
+    colab, binder = chapter["header_buttons"][0]["buttons"]
+    assert colab["url"].endswith("/blob/dev/notebooks/primer.ipynb")
+    assert binder["url"].endswith("?urlpath=lab/tree/notebooks/primer.ipynb")
     other = context()
-    colab_links.point_colab_button(app, "book/intro", "page.html", other, None)
-    assert other["header_buttons"][0]["buttons"][0]["url"] == "old"
+    colab_links.point_launch_buttons(app, "book/intro", "page.html", other, None)
+    assert [button["url"] for button in other["header_buttons"][0]["buttons"]] == ["old", "old"]
 
 
 def test_execution_is_strict_and_bounded():
@@ -203,11 +206,13 @@ def test_ci_runs_the_readme_test_command():
     assert "set -euo pipefail" in ci
 
 
-def test_binder_url_opens_the_markdown_chapter_in_jupyterlab():
+def test_binder_url_opens_the_chapters_notebook_in_jupyterlab():
     url = colab_links.binder_url(fake_config(), "primer")
-    assert url == "https://mybinder.org/v2/gh/org/repo/dev?urlpath=lab/tree/book/primer.md"
+    assert url == "https://mybinder.org/v2/gh/org/repo/dev?urlpath=lab/tree/notebooks/primer.ipynb"
     with pytest.raises(ValueError, match="repository url"):
         colab_links.binder_url(fake_config(url="https://example.org/repo"), "primer")
+    with pytest.raises(ValueError, match="name must"):
+        colab_links.binder_url(fake_config(), "book/primer.md")
 
 
 # --- MyST -> Colab markdown ---------------------------------------------------------------
@@ -344,6 +349,25 @@ def test_fold_solutions_closes_each_solution_with_its_code_unrun(myst_book):
     assert "```python\nanswer = 42\nglue('answer', answer)\n```" in solution
     assert solution.endswith("</details>")
     assert folded[2].source == "## Next section" and folded[3].source == "print('main text')"
+
+
+def test_expand_macros_writes_them_out_outside_code():
+    macros = {"z": "\\mathbf{z}", "E": "\\mathbb{E}", "KL": "\\mathrm{KL}"}
+    text = "$p(\\z)$, $\\E\\KL$, $\\zeta$ and `\\z` in code\n```python\nx = r'\\E'\n```"
+    out = notebooks_tool.expand_macros(text, macros)
+    assert out.startswith("$p({\\mathbf{z}})$, ${\\mathbb{E}}{\\mathrm{KL}}$, $\\zeta$")
+    assert "`\\z` in code" in out and "x = r'\\E'" in out
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_no_notebook_cell_relies_on_the_macros_cell(chapter):
+    config = notebooks_tool.book_config()
+    names = "|".join(map(re.escape, notebooks_tool.book_macros(config)))
+    notebook = nbformat.reads(notebooks_tool.render(chapter, config), 4)
+    for cell in notebook.cells[2:]:
+        if cell.cell_type == "markdown":
+            prose = re.sub(r"(`+).*?\1", "", cell.source, flags=re.S)
+            assert not re.search(rf"\\({names})(?![A-Za-z])", prose), cell.source[:200]
 
 
 def test_fold_solutions_rejects_an_unclosed_solution(myst_book):

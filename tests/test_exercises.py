@@ -50,8 +50,10 @@ def test_as_values_and_evaluate_reject_answers_of_the_wrong_kind():
         as_values([1.0, float("nan")])
     with pytest.raises(TypeError, match=r"^answer must be a function, got float"):
         evaluate(0.5, [(1,)])
-    with pytest.raises(TypeError, match=r"^answer\(1,\) must be a number"):
+    with pytest.raises(TypeError, match=r"^answer\(\.\.\.\) on case 0 must be a number"):
         evaluate(lambda x: "one", [(1,)])
+    with pytest.raises(ValueError, match="same shape on every case"):
+        evaluate(lambda n: [0.0] * n, [(1,), (2,)])
     assert evaluate(lambda x, y: [x, y], [(1, 2), (3, 4)]).tolist() == [[1, 2], [3, 4]]
 
 

@@ -4,7 +4,9 @@ The pages mimic the book's HTML: MathJax is configured as Sphinx does it (only `
 elements are processed, so math that MyST failed to parse stays raw, as in the book), and the
 solution dropdown is driven by the theme's own togglebutton script. A healthy page (typeset
 math, a loaded image, a proof, an exercise, a dropdown, a working internal link) must pass;
-each broken copy must fail with the problem it was broken for, and only that one.
+each broken copy must fail with the problem it was broken for, and only that one. The same
+holds for interactive figures (``vaebook.notebook.interactive_figure``'s static HTML): two
+real ones pass, and each copy with a planted fault in its script or markup fails.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import sysconfig
 import matplotlib.pyplot as plt
 import pytest
 from test_book import ROOT, load_module
+
+from vaebook import notebook
 
 pagecheck = load_module(ROOT / "tools" / "pagecheck.py")
 SITE_PACKAGES = sysconfig.get_paths()["purelib"]
@@ -154,3 +158,102 @@ def test_toc_pages_marks_the_teaching_chapters():
     pages = dict(pagecheck.toc_pages())
     assert pages["book/intro.html"] is False and pages["book/api.html"] is False
     assert pages["book/primer.html"] is True and pages["book/polarised.html"] is True
+
+
+def small_figure(value: float, colour: str = "C0"):
+    """A small figure that differs with ``value`` (a line's slope and the title)."""
+    fig, ax = plt.subplots(figsize=(1.5, 1.2))
+    ax.plot([0, 1], [0, value], color=colour)
+    ax.set_title(f"{value:g}", fontsize=6)
+    return fig
+
+
+@pytest.fixture(scope="module")
+def figures():
+    """The static HTML of two real interactive figures: one slider; a slider and a menu."""
+    first = notebook.figure_bundle(small_figure, value=[1.0, 2.0, 3.0])["text/html"]
+    second = notebook.figure_bundle(
+        lambda beta, colour: small_figure(beta, colour), beta=[-1, 0, 1], colour=["C1", "C2"]
+    )["text/html"]
+    return first, second
+
+
+# Each breaks the second figure of the page (or adds a widget view) in one way.
+FIGURE_BREAKAGES = {
+    "wrong id": (
+        'document.getElementById("vaebook',
+        'document.getElementById("wrong',
+        "interactive figure 2, control 'beta': moving it does not change the image",
+    ),
+    "label not updated": (
+        "if (output) output.textContent = label;",
+        "",
+        "interactive figure 2, control 'beta': moving it does not update its value label",
+    ),
+    "frame does not load": (
+        '"data:image/png;base64," + data.frames[frame]',
+        '"data:image/png;base64,AAAA" + data.frames[frame]',
+        "moving it shows an image that does not load",
+    ),
+    "image looked up on the page": (
+        'root.querySelector("img")',
+        'document.querySelector(".vaebook-figure img")',
+        "interactive figure 2, control 'beta': moving it changes interactive figure 1 too",
+    ),
+    "no control": ('data-control="', 'data-other="', "interactive figure 2 has no control"),
+    "hidden control": (
+        '<input type="range"',
+        '<input style="display: none" type="range"',
+        "interactive figure 2, control 'beta' cannot be moved",
+    ),
+}
+
+
+def test_interactive_figures_pass_when_their_controls_work(site, driver, figures):
+    root, base = site
+    page = write_page(root, "figures.html", BODY + "".join(figures))
+    assert pagecheck.check_page(driver, base, root, page, chapter=True) == []
+
+
+@pytest.mark.parametrize("breakage", sorted(FIGURE_BREAKAGES))
+def test_a_broken_interactive_figure_fails(site, driver, figures, breakage):
+    root, base = site
+    old, new, expected = FIGURE_BREAKAGES[breakage]
+    first, second = figures
+    assert old in second
+    page = write_page(
+        root, f"figure_{breakage.replace(' ', '_')}.html", BODY + first + second.replace(old, new)
+    )
+    problems = pagecheck.check_page(driver, base, root, page, chapter=True)
+    assert any(expected in problem for problem in problems), problems
+    assert not any(problem.startswith("interactive figure 1") for problem in problems), problems
+
+
+WIDGET_STATE = """<script type="application/vnd.jupyter.widget-state+json">{"version_major": 2,
+"version_minor": 0, "state": {
+"interact": {"model_name": "VBoxModel", "state": {"_dom_classes": ["widget-interact"]}},
+"progress": {"model_name": "HBoxModel", "state": {"_dom_classes": []}}}}</script>"""
+
+
+def widget_view(model_id: str) -> str:
+    """A widget output as myst-nb writes it when it chooses the widget view."""
+    return (
+        '<div class="cell_output"><script type="application/vnd.jupyter.widget-view+json">'
+        f'{{"version_major": 2, "version_minor": 0, "model_id": "{model_id}"}}</script></div>'
+    )
+
+
+@pytest.mark.parametrize(
+    ("views", "count"), [(["progress"], 0), (["interact", "progress"], 1), (["gone"], 1)]
+)
+def test_an_interact_output_without_its_static_figure_fails(site, driver, views, count):
+    """An interact (or a view whose state was not saved) shows nothing; a progress bar passes."""
+    root, base = site
+    page = write_page(
+        root,
+        f"widget_{'_'.join(views)}.html",
+        WIDGET_STATE + BODY + "".join(map(widget_view, views)),
+    )
+    problems = pagecheck.check_page(driver, base, root, page, chapter=True)
+    expected = "interactive widget output(s) with no static figure: without a kernel the page"
+    assert problems == ([f"{count} {expected} shows nothing there"] if count else [])

@@ -56,7 +56,7 @@ def test_chapter_opens_with_run_time_and_launch_links_to_real_files(built_book, 
     colab = re.search(r'href="([^"]+)"[^>]*>Open this chapter in Colab', html)[1]
     binder = re.search(r'href="([^"]+)"[^>]*>launch it on Binder', html)[1]
     assert colab.endswith(f"/blob/main/notebooks/{name}.ipynb")
-    assert binder.endswith(f"?urlpath=lab/tree/book/{name}.md")
+    assert binder.endswith(f"?urlpath=lab/tree/notebooks/{name}.ipynb")
     assert (ROOT / "notebooks" / f"{name}.ipynb").is_file()
     assert (ROOT / "book" / f"{name}.md").is_file()
 

@@ -1,8 +1,9 @@
 """Generate the Colab notebooks ``notebooks/<chapter>.ipynb`` from the MyST chapters in ``book/``.
 
-Colab opens only ``.ipynb`` files, while the book's sources are MyST markdown notebooks (which
-Binder and local Jupyter open directly through jupytext). Every ``book/*.md`` file with a
-jupytext header becomes ``notebooks/<name>.ipynb`` with two cells put in front:
+Colab and JupyterLab (on Binder, or locally with ``make lab``) open these notebooks; the book's
+sources are the MyST markdown notebooks in ``book/``, which JupyterLab shows as text. Every
+``book/*.md`` file with a jupytext header becomes ``notebooks/<name>.ipynb`` with two cells put
+in front:
 
 1. a code cell that installs vaebook from the repository when it is not importable, and
 2. a markdown cell defining the book's LaTeX macros (from ``_config.yml``) for the notebook.
@@ -12,7 +13,9 @@ Colab renders plain Markdown only, so the MyST syntax of the markdown cells is c
 numbered as in the book ("Exercise 4.1"), hints and other dropdowns become closed
 ``<details>`` blocks, citations become "Author (year)", cross-references become links into the
 published book (``html.baseurl`` in ``_config.yml``), and glued numbers become the name of the
-value, which the cell computing it displays when run outside the book. Each exercise's solution,
+value, which the cell computing it displays when run outside the book. The book's macros are
+written out in every cell (:func:`expand_macros`), since JupyterLab typesets cells in no fixed
+order. Each exercise's solution,
 prose and code, is folded into one closed ``<details>`` block whose code does not run with
 "Run all" (:func:`fold_solutions`); the book build executes every solution.
 
@@ -75,14 +78,35 @@ def chapter_sources(book: Path = BOOK) -> list[Path]:
     return sorted(p for p in book.glob("*.md") if is_notebook(p))
 
 
+def book_macros(config: dict) -> dict[str, str]:
+    """The book's LaTeX macros (``_config.yml``): name -> body."""
+    return config["sphinx"]["config"]["mathjax3_config"]["tex"]["macros"]
+
+
 def macros_cell_source(config: dict) -> str:
     """A markdown cell defining the book's MathJax macros with ``\\def`` (MathJax and KaTeX)."""
-    macros = config["sphinx"]["config"]["mathjax3_config"]["tex"]["macros"]
-    defs = "".join(f"\\def\\{name}{{{body}}}" for name, body in macros.items())
+    defs = "".join(f"\\def\\{name}{{{body}}}" for name, body in book_macros(config).items())
     return (
         f"$${defs}$$\n\n*(The book's notation macros, defined for this notebook.)* Numbers that"
         " the book's text quotes appear here as the `name` of the value; the cell that computes"
         " it displays `name = value` when you run it."
+    )
+
+
+CODE = re.compile(r"((`+).*?\2)", re.DOTALL)  # an inline code span or a fenced block
+
+
+def expand_macros(markdown: str, macros: dict[str, str]) -> str:
+    """``markdown`` with the book's macros written out as groups (``\\z`` -> ``{\\mathbf{z}}``),
+    outside code. JupyterLab typesets a notebook's cells in no fixed order, so no cell may rely
+    on the macros cell having been typeset before it."""
+    names = "|".join(map(re.escape, sorted(macros, key=len, reverse=True)))
+    macro = re.compile(rf"\\({names})(?![A-Za-z])")
+    pieces = CODE.split(markdown)  # text, code, its backticks, text, ...
+    return "".join(
+        macro.sub(lambda m: "{" + macros[m[1]] + "}", piece) if i % 3 == 0 else piece
+        for i, piece in enumerate(pieces)
+        if i % 3 != 2
     )
 
 
@@ -390,9 +414,10 @@ def colab_notebook(source: Path, config: dict) -> nbformat.NotebookNode:
     numbers = block_numbers(bookpages.chapter_numbers(ROOT).get(page))
     context = {"labels": labels, "bib": bibliography(), "url": book_url(config), "numbers": numbers}
     cells = fold_solutions(nb.cells, labels)
+    macros = book_macros(config)
     for cell in cells:
         if cell.cell_type == "markdown":
-            cell.source = colab_markdown(cell.source, page, context)
+            cell.source = expand_macros(colab_markdown(cell.source, page, context), macros)
     nb.cells = front + cells
     for i, cell in enumerate(nb.cells):
         cell.id = f"cell-{i}"  # stable ids keep regenerated files byte-identical

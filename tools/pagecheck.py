@@ -10,7 +10,12 @@ what a reader would see go wrong:
 * a cell output holding a Python traceback or a warning;
 * on a chapter page: no theorem/proof block, no exercise, or a solution dropdown that does
   not open when its title is clicked;
-* an internal link whose file or ``#anchor`` does not exist.
+* an internal link whose file or ``#anchor`` does not exist;
+* an interactive figure (``vaebook.notebook.interactive_figure``) whose controls do not work:
+  each of its sliders and menus is moved as a reader would (arrow key, menu choice), and its
+  image must change to one that loads, its value label must follow, and no other figure on the
+  page may change. An ``interact`` widget output left on the page (or any widget whose state
+  was not saved) is a problem too: without a kernel it shows nothing.
 
 It also saves a full-page screenshot. ``tests/test_rendered_book.py`` runs it on every page
 of the built book; ``tests/test_pagecheck.py`` shows each failure on a deliberately broken page.
@@ -51,11 +56,29 @@ CHROMIUM_FLAGS = (
 RAW_MATH = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{")
 BAD_OUTPUT = re.compile(r"Traceback \(most recent call last\)|\b\w+(?:Warning|Error): ")
 PAGE_TIMEOUT = 60  # seconds for a page to load and MathJax to finish
+# The markup of vaebook.notebook's static interactive figures: a figure, its controls (a range
+# input or a select, numbered by data-control), the value label of a range input, its image.
+FIGURE = "main .vaebook-figure"
+FIGURE_CONTROL = "[data-control]"
+FIGURE_LABEL = 'output[data-control-label="{k}"]'
+WIDGET_VIEW = 'script[type="application/vnd.jupyter.widget-view+json"]'
 
 # Runs in the page: waits for MathJax, then reads off everything the checks need.
 READ_PAGE = """
 const done = arguments[arguments.length - 1];
 const startup = window.MathJax && window.MathJax.startup && window.MathJax.startup.promise;
+// A widget view that is an interact, or has no saved state, shows nothing without a kernel.
+// Others (tqdm's progress bars) are left alone: ipywidgets' script draws them from their state.
+const saved = document.querySelector('script[type="application/vnd.jupyter.widget-state+json"]');
+const models = saved ? (JSON.parse(saved.textContent).state || {}) : {};
+const needsKernel = (view) => {
+  try {
+    const model = models[JSON.parse(view.textContent).model_id];
+    return !model || (model.state._dom_classes || []).includes("widget-interact");
+  } catch (error) {
+    return true;
+  }
+};
 (startup || Promise.resolve()).then(() => {
   const main = document.querySelector("main") || document.body;
   const skip = "pre, code, script, style, mjx-container, .cell_input";
@@ -82,6 +105,7 @@ const startup = window.MathJax && window.MathJax.startup && window.MathJax.start
     exercises: main.querySelectorAll(".exercise").length,
     dropdowns: main.querySelectorAll(".solution.dropdown").length,
     links: Array.from(document.querySelectorAll("a[href]")).map((a) => a.href),
+    widgetViews: Array.from(main.querySelectorAll(arguments[0])).filter(needsKernel).length,
   });
 });
 """
@@ -95,6 +119,18 @@ const shown = () => body.offsetParent !== null && body.getBoundingClientRect().h
 const before = shown();
 (box.querySelector("button.toggle-button") || box.querySelector(".admonition-title")).click();
 setTimeout(() => done({before: before, after: shown()}), 500);
+"""
+
+# The src of every interactive figure's image, and whether the one of figure arguments[0] loads.
+READ_FIGURES = """
+const done = arguments[arguments.length - 1];
+const figures = Array.from(document.querySelectorAll(arguments[1]));
+const images = figures.map((f) => f.querySelector("img"));
+const image = images[arguments[0]];
+const sources = images.map((i) => i && i.getAttribute("src"));
+if (!image) { done({sources: sources, loads: false}); return; }
+image.decode().then(() => done({sources: sources, loads: image.naturalWidth > 0}),
+                    () => done({sources: sources, loads: false}));
 """
 
 
@@ -160,7 +196,7 @@ def check_page(driver, base: str, root: Path, page: str, *, chapter: bool, scree
     if not (Path(root) / page).is_file():
         raise FileNotFoundError(f"page {page} is not in {root}")
     driver.get(base + page)
-    state = driver.execute_async_script(READ_PAGE)
+    state = driver.execute_async_script(READ_PAGE, WIDGET_VIEW)
     problems = []
     if raw := sorted(set(RAW_MATH.findall(state["prose"]))):
         problems.append(f"math not typeset: {' '.join(raw)} left in the text")
@@ -176,8 +212,14 @@ def check_page(driver, base: str, root: Path, page: str, *, chapter: bool, scree
     for output in state["outputs"]:
         if match := BAD_OUTPUT.search(output):
             problems.append(f"cell output shows {match.group(0).strip()!r}")
+    if state["widgetViews"]:
+        problems.append(
+            f"{state['widgetViews']} interactive widget output(s) with no static figure: "
+            "without a kernel the page shows nothing there"
+        )
     if chapter:
         problems += chapter_problems(driver, state)
+    problems += figure_problems(driver)
     problems += [f"broken link: {link}" for link in broken_links(state["links"], base, root)]
     if screenshot is not None:
         save_screenshot(driver, Path(screenshot))
@@ -200,6 +242,71 @@ def chapter_problems(driver, state: dict) -> list[str]:
     if not toggle["after"]:
         problems.append("solution dropdown does not open when clicked")
     return problems
+
+
+def figure_problems(driver) -> list[str]:
+    """Each control of each interactive figure moved once: what did not follow."""
+    from selenium.webdriver.common.by import By
+
+    problems = []
+    figures = driver.find_elements(By.CSS_SELECTOR, FIGURE)
+    for index, figure in enumerate(figures):
+        controls = figure.find_elements(By.CSS_SELECTOR, FIGURE_CONTROL)
+        if not controls:
+            problems.append(f"interactive figure {index + 1} has no control")
+        for k, control in enumerate(controls):
+            problems += control_problems(driver, index, figure, k, control)
+    return problems
+
+
+def control_problems(driver, index: int, figure, k: int, control) -> list[str]:
+    """Moves control ``k`` of figure ``index`` (0-based); the problems it shows."""
+    from selenium.common.exceptions import WebDriverException
+
+    name = f"interactive figure {index + 1}, control {control.get_attribute('aria-label')!r}"
+    before = driver.execute_async_script(READ_FIGURES, index, FIGURE)
+    label = control_label(figure, k, control)
+    try:
+        move_control(control)
+    except WebDriverException as err:
+        return [f"{name} cannot be moved: {err.msg}"]
+    after = driver.execute_async_script(READ_FIGURES, index, FIGURE)
+    problems = []
+    if after["sources"][index] == before["sources"][index]:
+        problems.append(f"{name}: moving it does not change the image")
+    elif not after["loads"]:
+        problems.append(f"{name}: moving it shows an image that does not load")
+    if control_label(figure, k, control) == label:
+        problems.append(f"{name}: moving it does not update its value label")
+    for other, (old, new) in enumerate(zip(before["sources"], after["sources"], strict=True)):
+        if other != index and old != new:
+            problems.append(f"{name}: moving it changes interactive figure {other + 1} too")
+    return problems
+
+
+def control_label(figure, k: int, control) -> str:
+    """The value a control shows: its choice for a menu, its value label for a slider."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+
+    if control.tag_name == "select":
+        return Select(control).first_selected_option.text
+    labels = figure.find_elements(By.CSS_SELECTOR, FIGURE_LABEL.format(k=k))
+    return labels[0].text if labels else ""
+
+
+def move_control(control) -> None:
+    """One step as a reader would: the next menu entry, or an arrow key on a range input."""
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.select import Select
+
+    if control.tag_name == "select":
+        menu = Select(control)
+        chosen = [option.get_attribute("index") for option in menu.all_selected_options]
+        menu.select_by_index((int(chosen[0]) + 1) % len(menu.options))
+    else:
+        at_end = control.get_attribute("value") == control.get_attribute("max")
+        control.send_keys(Keys.ARROW_LEFT if at_end else Keys.ARROW_RIGHT)
 
 
 @functools.lru_cache(maxsize=256)

@@ -126,7 +126,12 @@ def evaluate(answer, cases, name: str = "answer") -> np.ndarray:
     float64 array (one row per case); a ``TypeError`` naming ``name`` when it is not callable."""
     if not callable(answer):
         raise TypeError(f"{name} must be a function, got {type(answer).__name__}")
-    return np.stack([as_values(answer(*case), f"{name}{tuple(case)}") for case in cases])
+    values = [as_values(answer(*case), f"{name}(...) on case {i}") for i, case in enumerate(cases)]
+    if len({v.shape for v in values}) > 1:
+        raise ValueError(
+            f"{name} must return the same shape on every case, got {[v.shape for v in values]}"
+        )
+    return np.stack(values)
 
 
 def close(got, expected, *, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
