@@ -138,6 +138,19 @@ def test_exercises_reads_level_kind_checker_hint_and_code(tmp_path):
     assert toy.seconds_key == "ex_toy_seconds"
 
 
+def test_a_solution_directive_is_not_mistaken_for_the_next_exercises_solution(tmp_path):
+    page = tmp_path / "toy.md"
+    bare, toy = TOY.split("````{exercise}\n:label: ex-bare")
+    page.write_text("````{exercise}\n:label: ex-bare" + toy + bare, encoding="utf-8")
+    first, second = studyguide.exercises(page)
+    assert (first.label, first.has_code, second.label, second.has_code) == (
+        "ex-bare",
+        False,
+        "ex-toy",
+        True,
+    )
+
+
 def test_table_pastes_the_glued_run_time_of_solutions_with_code(tmp_path):
     page = tmp_path / "toy.md"
     page.write_text(TOY, encoding="utf-8")

@@ -76,10 +76,11 @@ def exercises(path: Path) -> list[Exercise]:
         stars = STARS.match(arg)
         text = " ".join(body)
         kind = next((k for k in KINDS if text.lstrip().startswith(f"*{k}.*")), "")
-        start = next(
-            (j for j in range(i, len(lines)) if "{solution-start}" in lines[j]), len(lines)
-        )
+        opening = re.compile(rf"\{{solution(-start)?\}}\s+{re.escape(label)}\s*$")
+        start = next((j for j in range(i, len(lines)) if opening.search(lines[j])), len(lines))
+        code_cells = start < len(lines) and "{solution-start}" in lines[start]
         end = next((j for j in range(start, len(lines)) if "{solution-end}" in lines[j]), start)
+        end = end if code_cells else start  # a single {solution} directive holds no code
         between = "\n".join(lines[i:start])
         found.append(
             Exercise(
