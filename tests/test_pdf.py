@@ -74,9 +74,10 @@ def bookmarks(reader: PdfReader) -> list[tuple[str, int]]:
 
 
 def normalised(text: str) -> str:
-    """``text`` with ligatures undone (NFKC), Sphinx's curly quotes straight, and every run of
-    whitespace one space."""
-    return " ".join(unicodedata.normalize("NFKC", text).translate(STRAIGHT_QUOTES).split())
+    """``text`` with ligatures undone (NFKC), Sphinx's curly quotes straight, a line broken after
+    a hyphen joined again ("linear-\\nGaussian"), and every run of whitespace one space."""
+    text = unicodedata.normalize("NFKC", text).translate(STRAIGHT_QUOTES).replace("-\n", "-")
+    return " ".join(text.split())
 
 
 def sheet_texts(reader: PdfReader) -> list[str]:

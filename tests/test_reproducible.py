@@ -26,6 +26,26 @@ from test_book import CHAPTERS, ROOT
 TIMINGS = ("_runtime", "_seconds")  # wall-clock measurements, not results
 
 
+def glued_keys(source: str) -> list[re.Pattern]:
+    """The keys ``source`` passes to ``glue``, as patterns: an f-string key such as
+    ``f"gap_{name}"`` matches any word in place of each replacement field."""
+    keys = re.findall(r"""glue\(\s*(f?)(["'])(\w*(?:\{[^}"']+\}\w*)*)\2""", source)
+    return [
+        re.compile(
+            r"\w+".join(map(re.escape, re.split(r"\{[^}]+\}", key))) if f else re.escape(key)
+        )
+        for f, _, key in keys
+    ]
+
+
+def test_glued_keys_reads_plain_and_f_string_keys():
+    source = 'glue("gap", 1)\nglue(f"floor_k{k}", g)\nglue(f"rho_{name}_{j}", r)\nprint("{x}")'
+    gap, floor, rho = glued_keys(source)
+    assert gap.fullmatch("gap") and not gap.fullmatch("gap2")
+    assert floor.fullmatch("floor_k2") and not floor.fullmatch("floor_2")
+    assert rho.fullmatch("rho_W_tied_3") and not rho.fullmatch("rho_W")
+
+
 def test_glued_values_reads_what_glue_writes(tmp_path):
     source = (
         "```{code-cell}\nfrom vaebook.notebook import glue\n\nglue('gap', 0.25)\nprint('x')\n```\n"
@@ -52,9 +72,10 @@ def test_colab_notebook_runs_and_glues_the_book_builds_numbers(built_book, name)
     # the notebook folds each solution into a closed block that does not run, so what the
     # solutions glue is missing there, and nothing else (but their timings)
     solutions = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
-    in_solutions = set(re.findall(r"""glue\(\s*["'](\w+)["']""", solutions))
+    in_solutions = glued_keys(solutions)
     missing = {key for key in set(book) - set(again) if not key.endswith(TIMINGS)}
-    assert missing <= in_solutions, missing - in_solutions
+    unexplained = {key for key in missing if not any(k.fullmatch(key) for k in in_solutions)}
+    assert not unexplained, unexplained
     assert set(again) <= set(book), set(again) - set(book)
     for key in results:
         assert again[key] == book[key], f"{name}: {key}: {book[key]} (book), {again[key]} (here)"
