@@ -332,6 +332,43 @@ def test_mixed_shrink_rejects_a_number():
         check("ex-pol-mixed-shrink", 0.14)
 
 
+# -- ex-pol-prior-balance -----------------------------------------------------------------------
+
+
+def balance_by_minimising(m, a):
+    """argmin over s of ½[m/s + log(1 + s a)], by a bounded scalar search on log s."""
+    from scipy.optimize import minimize_scalar
+
+    cost = lambda log_s: 0.5 * (m / math.exp(log_s) + math.log1p(math.exp(log_s) * a))  # noqa: E731
+    found = minimize_scalar(cost, bounds=(-30, 30), method="bounded", options={"xatol": 1e-12})
+    return math.exp(found.x)
+
+
+def balance(m, a):
+    return m / 2 + math.sqrt(m**2 / 4 + m / a)
+
+
+def test_prior_balance_accepts_the_root_that_a_numerical_minimiser_finds():
+    for m, a in ((0.5, 0.1), (0.03, 2.0), (1e-3, 1e-4)):
+        assert balance_by_minimising(m, a) == pytest.approx(balance(m, a), rel=1e-6)
+    assert check("ex-pol-prior-balance", balance)
+
+
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (lambda m, a: math.sqrt(m / a), "encoder's variance held at s"),
+        (lambda m, a: m / a, "misses a square root"),
+        (lambda m, a: math.sqrt(a / m), "upside down"),
+        (lambda m, a: m / 2 - math.sqrt(m**2 / 4 + m / a), "negative root"),
+        (lambda m, a: m + 2 * math.sqrt(m**2 / 4 + m / a), "twice the root"),
+        (lambda m, a: 1.0, "differs from the reference"),
+    ],
+)
+def test_prior_balance_names_typical_mistakes(answer, message):
+    assert_fails_with("ex-pol-prior-balance", answer, message)
+
+
 # -- ex-pol-sampled -----------------------------------------------------------------------------
 
 
@@ -405,6 +442,7 @@ def test_every_polarised_checker_rejects_a_number_where_a_function_is_asked():
         "ex-pol-predict",
         "ex-pol-thresholds",
         "ex-pol-mixed-shrink",
+        "ex-pol-prior-balance",
         "ex-pol-sampled",
         "ex-pol-rescale",
     ]

@@ -439,6 +439,32 @@ def shrink_distance(answer):
     return diagnose(got, np.abs(1 / np.sqrt(rho) - 1) * e_abs, mistakes, rtol=1e-8, atol=1e-10)
 
 
+# -- ex-pol-prior-balance: where the prior variance of a passive latent settles -----------------
+
+_BALANCE_CASES = [(0.5, 0.1), (0.01, 0.002), (2.0, 3.0), (1e-3, 1e-4), (0.2, 5.0)]  # (m, a)
+
+
+@checker("ex-pol-prior-balance")
+def prior_balance(answer):
+    """``answer(m, a)``: the prior variance s minimising ½[m/s + log(1 + s a)]."""
+    got = evaluate(answer, _BALANCE_CASES).reshape(-1)
+    m, a = np.array(_BALANCE_CASES).T
+    root = np.sqrt(m**2 / 4 + m / a)
+    mistakes = {
+        "It is the balance with the encoder's variance held at s, sqrt(m/a), the leading order "
+        "for small m; with the encoder at its optimum the cost is ½[m/s + log(1 + s a)].": np.sqrt(
+            m / a
+        ),
+        "It misses a square root: the two side effects balance where s² a ≈ m.": m / a,
+        "It is upside down: a larger mean spread m calls for a *wider* prior.": np.sqrt(a / m),
+        "It is the negative root of the quadratic a s² - m a s - m = 0; a variance is positive.": (
+            m / 2 - root
+        ),
+        "It is twice the root: the quadratic formula divides by 2a.": m + 2 * root,
+    }
+    return diagnose(got, m / 2 + root, mistakes, rtol=1e-8, atol=1e-12)
+
+
 # -- ex-pol-sampled: how much of a sampled representation is noise -------------------------------
 
 
