@@ -65,3 +65,27 @@ def test_chapter_table_flags_time_and_memory_overruns():
     assert lines[2].endswith("within budget |")
     assert "over budget" in lines[3] and "over budget" in lines[4]
     assert chapter_rows("\n".join(lines)) == {"a": (100.0, 1.0), "b": (200.0, 1.0), "c": (1.0, 2.0)}
+
+
+def test_edit_chapter_changes_the_last_code_cell_or_only_the_prose(tmp_path):
+    chapter = tmp_path / "c.md"
+    cell = "```{code-cell} ipython3\nBODY\n```\n"
+    source = (
+        "# T\n\n" + cell.replace("BODY", "x = 1") + "\ntext\n\n" + cell.replace("BODY", "y = 2")
+    )
+    chapter.write_text(source)
+    bench.edit_chapter(chapter, code=True)
+    cells = re.findall(r"```\{code-cell\} ipython3\n(.*?)\n```", chapter.read_text(), re.S)
+    assert cells == ["x = 1", "y = 2\n# edited by benchmarks/run.py"]
+    chapter.write_text(source)
+    bench.edit_chapter(chapter, code=False)
+    edited = chapter.read_text()
+    assert edited.startswith(source) and "code-cell" not in edited[len(source) :]
+
+
+@pytest.mark.results
+def test_results_show_an_incremental_rebuild_faster_than_the_clean_build():
+    text = RESULTS.read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| make book(.*?) \| ([\d.]+) \|", text, flags=re.MULTILINE))
+    clean, code = rows.pop(""), rows.pop(f", a code cell of `{bench.EDITED_CHAPTER}` edited")
+    assert 0 < float(code) < float(clean), "jupyter-cache should execute only the edited chapter"
