@@ -20,8 +20,8 @@ _F64 = torch.float64
 
 
 def _values(function, cases) -> np.ndarray:
-    """``function(*case)`` for each case, as a float64 array."""
-    return np.array([function(*case) for case in cases], dtype=np.float64)
+    """A reference ``function(*case)`` for each case, as a flat float64 array."""
+    return evaluate(function, cases, "reference").reshape(-1)
 
 
 # -- ex-mathieu-laplace: F_β of a product of Laplace densities --------------------------------
