@@ -448,6 +448,29 @@ def test_trajectory_shape_ends_and_max_iter():
     assert torch.equal(out32.trajectory[-1], out32.psi)
 
 
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+@pytest.mark.parametrize("tol", [1e-300, 1e-2])
+def test_last_step_is_the_last_move_and_the_path_can_be_dropped(dtype, tol):
+    X, psi0, prior = small_problem(10, n=5, m=6, D=3)
+    full = fixed_points(X, 0.5, psi0=psi0, prior=prior, max_iter=40, tol=tol, dtype=dtype)
+    move = torch.linalg.norm(full.trajectory[-1] - full.trajectory[-2]).item()
+    assert full.last_step == pytest.approx(move, rel=1e-5 if dtype == torch.float32 else 1e-12)
+    assert full.converged == (full.last_step < tol)
+    ends = fixed_points(
+        X, 0.5, psi0=psi0, prior=prior, max_iter=40, tol=tol, dtype=dtype, keep_trajectory=False
+    )
+    assert ends.trajectory.shape == (2, 6, 3) and ends.trajectory.dtype == F64
+    torch.testing.assert_close(ends.trajectory, full.trajectory[[0, -1]], rtol=0, atol=0)
+    for name in ("psi", "posterior"):
+        torch.testing.assert_close(getattr(ends, name), getattr(full, name), rtol=0, atol=0)
+    assert (ends.iterations, ends.last_step, ends.converged, ends.kl) == (
+        full.iterations,
+        full.last_step,
+        full.converged,
+        full.kl,
+    )
+
+
 @pytest.mark.parametrize("tol", [1e3, 1e-1, 1e-3, 1e-5])
 def test_tol_stops_at_the_first_small_step(tol):
     X, psi0, prior = small_problem(9)
@@ -502,6 +525,7 @@ BAD_PSI = np.array([[0.0, 0.0], [0.1, -0.1], [0.2, 0.3]])
         ({"prior": "uniform"}, TypeError, "prior must be a tensor"),
         ({"dtype": torch.int64}, ValueError, "dtype must be torch.float32 or torch.float64"),
         ({"dtype": torch.float16}, ValueError, "dtype must be torch.float32 or torch.float64"),
+        ({"keep_trajectory": 0}, TypeError, "keep_trajectory must be a bool, got int"),
     ],
 )
 def test_fixed_points_rejects_bad_input(kwargs, error, match):
@@ -965,6 +989,19 @@ def test_posterior_decoder_rejects_bad_input(args, error, match):
         posterior_decoder(*args)
 
 
+def test_posterior_decoder_reads_a_list_posterior_in_float64():
+    # weights that float32 cannot hold exactly: the average must be the float64 one
+    X = torch.tensor([[0.1, 0.2], [0.7, -0.3], [0.3, 0.9]], dtype=F64)
+    q = [[0.1, 0.3], [0.2, 0.3], [0.7, 0.4]]
+    expected = (torch.tensor(q, dtype=F64).T @ X) / torch.tensor(q, dtype=F64).sum(0)[:, None]
+    torch.testing.assert_close(posterior_decoder(X, q), expected, rtol=1e-15, atol=0)
+
+
+def test_posterior_decoder_error_names_the_number_of_points():
+    with pytest.raises(ValueError, match=r"with n = 3, got shape \(2, 2\)"):
+        posterior_decoder(torch.zeros(3, 2, dtype=F64), np.ones((2, 2)))
+
+
 def test_best_posteriors_leave_no_blur_where_a_gaussian_encoder_blurs():
     # Section 2.1: same Gaussian likelihood and β, below every pair's merge scale; the best
     # Gaussian bumps (Adam on the tile ELBO) overlap and blur, free posteriors (eq. 15 from the
@@ -1041,6 +1078,37 @@ def test_gaussian_tile_posterior_rejects_bad_input(kwargs, error, match):
     }
     with pytest.raises(error, match="^" + match):
         gaussian_tile_posterior(**args)
+
+
+def test_gaussian_tile_posterior_rejects_empty_centres_and_means():
+    with pytest.raises(ValueError, match=r"^centres must be \(m, d\), got shape \(0, 2\)"):
+        gaussian_tile_posterior(np.zeros((0, 2)), np.ones(0), np.zeros((1, 2)), np.zeros(1))
+    with pytest.raises(ValueError, match=r"^mean must be \(n, 2\) \(d of centres\)"):
+        gaussian_tile_posterior(*grid_basis(2), np.zeros((0, 2)), np.zeros(0))
+    with pytest.raises(TypeError, match=r"^centres must be a tensor"):
+        gaussian_tile_posterior("grid", np.ones(4) / 4, np.zeros((1, 2)), np.zeros(1))
+    with pytest.raises(ValueError, match=r"^log_std must be \(3,\), got shape \(2,\)"):
+        gaussian_tile_posterior(*grid_basis(2), np.zeros((3, 2)), np.zeros(2))
+
+
+def test_gaussian_tile_posterior_of_one_tile_is_certain():
+    q = gaussian_tile_posterior([[0.0, 0.0]], [1.0], [[0.3, 0.1], [-0.2, 0.0]], [0.0, -1.0])
+    torch.testing.assert_close(q, torch.ones(2, 1, dtype=F64))
+
+
+def test_gaussian_tile_posterior_reads_lists_in_float64():
+    # list inputs whose values float32 cannot hold: the same posterior as from float64 tensors
+    centres = [[0.1, 0.2], [0.3, -0.7], [-0.45, 0.05]]
+    mean, log_std = [[0.11, 0.19], [-0.3, 0.1]], [math.log(0.3), math.log(0.7)]
+    expected = gaussian_tile_posterior(
+        torch.tensor(centres, dtype=F64),
+        torch.full((3,), 1 / 3, dtype=F64),
+        torch.tensor(mean, dtype=F64),
+        torch.tensor(log_std, dtype=F64),
+    )
+    q = gaussian_tile_posterior(centres, [1 / 3] * 3, mean, log_std)
+    assert q.dtype == F64
+    torch.testing.assert_close(q, expected, rtol=1e-14, atol=0)
 
 
 # -- equipartition (Proposition 5) ----------------------------------------------------------------
@@ -1886,6 +1954,46 @@ def test_gibbs_posterior_bad_arguments_raise_naming_them(kwargs, error, match):
         gibbs_posterior(lambda z: z, torch.zeros(3, 2), **args)
 
 
+@pytest.mark.parametrize("points", ["201", 20.5])
+def test_gibbs_posterior_points_must_be_an_int(points):
+    with pytest.raises(TypeError, match=r"^points must be an int"):
+        gibbs_posterior(lambda z: z, torch.zeros(3, 2), 0.0, points=points)
+
+
+def test_gibbs_posterior_default_grid_and_smallest_grid():
+    result = gibbs_posterior(lambda z: z, torch.zeros(3, 2), 0.0)
+    assert result.grid.shape == (201 * 201, 2)
+    torch.testing.assert_close(result.grid.min(0).values, torch.full((2,), -5.0, dtype=F64))
+    torch.testing.assert_close(result.grid.max(0).values, torch.full((2,), 5.0, dtype=F64))
+    assert gibbs_posterior(lambda z: z, torch.zeros(3, 2), 0.0, points=3).grid.shape == (9, 2)
+
+
+def test_gibbs_posterior_sums_in_float64_over_a_float32_decoder():
+    # the decoder answers in float32; the quadrature must use those values in float64: the
+    # log-marginal to round-off of a direct float64 sum (float32 distances miss by ~1e-6)
+    W = torch.tensor([[1.3, -0.7], [0.2, 0.9], [-0.4, 0.5]])
+
+    def decoder(z):
+        return z.float() @ W.T + 0.1
+
+    X = torch.tensor([[0.31, -0.27, 0.55], [1.7, 0.1, -0.9]])
+    result = gibbs_posterior(decoder, X, math.log(0.05), extent=3.0, points=41)
+    side = torch.linspace(-3.0, 3.0, 41, dtype=F64)
+    grid = torch.cartesian_prod(side, side)
+    decoded = decoder(grid.float()).double()
+    squared = ((X.double()[:, None, :] - decoded[None]) ** 2).sum(-1)
+    log_joint = (
+        -squared / (2 * 0.05)
+        - 1.5 * math.log(2 * math.pi * 0.05)
+        - 0.5 * (grid**2).sum(1)
+        - math.log(2 * math.pi)
+        + 2 * math.log(side[1] - side[0])
+    )
+    torch.testing.assert_close(
+        result.log_marginal, torch.logsumexp(log_joint, 1), rtol=1e-13, atol=1e-11
+    )
+
+
 def test_gibbs_posterior_checks_the_decoder_width():
     with pytest.raises(ValueError, match="decoder output has 2 values per point but X has 3"):
         gibbs_posterior(lambda z: z, torch.zeros(4, 3), 0.0)
@@ -1938,6 +2046,53 @@ def test_the_iteration_at_the_mean_multiplies_tile_differences_by_cov_over_beta(
     torch.testing.assert_close(step.psi.mean(0), X.mean(0), rtol=0, atol=1e-9)
 
 
+def test_split_fixed_points_outlive_the_mean_solutions_instability():
+    # Fig. 3's first-order character: three points at the corners of a triangle. Just above
+    # lambda_max the mean solution is stable (a start next to it falls back onto it), yet a
+    # start spread over the grid settles on a split fixed point: two stable solutions at one
+    # beta, hysteresis. Well above lambda_max only the mean is left.
+    X = torch.tensor([[0.3, 0.0], [-0.15, 0.26], [-0.15, -0.26]], dtype=F64)
+    beta_c = mean_critical_beta(X)
+    gen = torch.Generator().manual_seed(0)
+    centres, _ = grid_basis(8)
+    spread = centres + 0.01 * torch.randn(centres.shape, generator=gen, dtype=F64)
+    near_mean = X.mean(0) + 1e-4 * torch.randn(8, 2, generator=gen, dtype=F64)
+    assert _spread_after(X, 1.05 * beta_c, spread, steps=20_000) > 0.1
+    assert _spread_after(X, 1.05 * beta_c, near_mean) < 1e-8
+    assert _spread_after(X, 1.2 * beta_c, spread, steps=20_000) < 1e-8
+
+
+def test_learned_sigma_goes_to_zero_on_two_points():
+    # Section 2.1 (ii): alternate eq. (15) at beta = sigma^2 (KL weight 1) with the best
+    # sigma^2 for the current reconstructions, u / D. On two points at +-a every round
+    # sharpens the split, and sigma^2 falls without a floor.
+    a = 0.3
+    X = torch.tensor([[a, 0.0], [-a, 0.0]], dtype=F64)
+    centres, masses = grid_basis(8)
+    psi, sigma2 = centres, [0.5 * a**2]
+    for _ in range(10):
+        run = fixed_points(
+            X, sigma2[-1], psi0=psi, prior=masses, max_iter=3000, tol=1e-12, dtype=F64
+        )
+        psi = run.psi
+        sigma2.append(run.reconstruction_error / X.shape[1])
+    assert np.all(np.diff(sigma2) < 0)
+    assert sigma2[-1] < 1e-50
+
+
+def test_mean_critical_beta_is_the_largest_variance_in_any_dimension_and_place():
+    # three dimensions (the largest of three eigenvalues), away from the origin (the mean is
+    # taken per coordinate), float32 input read in float64
+    gen = torch.Generator().manual_seed(4)
+    X = torch.randn(50, 3, generator=gen, dtype=F64) * torch.tensor([0.1, 0.5, 0.2], dtype=F64)
+    X = X + torch.tensor([3.0, -2.0, 7.0], dtype=F64)
+    expected = np.linalg.eigvalsh(np.cov(X.numpy().T, bias=True))[-1]
+    assert mean_critical_beta(X) == pytest.approx(expected, rel=1e-12)
+    X32 = X.float()
+    expected32 = np.linalg.eigvalsh(np.cov(X32.double().numpy().T, bias=True))[-1]
+    assert mean_critical_beta(X32) == pytest.approx(expected32, rel=1e-12)
+
+
 def test_mean_critical_beta_needs_two_points():
-    with pytest.raises(ValueError, match="X must hold at least 2 points"):
+    with pytest.raises(ValueError, match=r"X must hold at least 2 points, got 1$"):
         mean_critical_beta(torch.zeros(1, 2))
