@@ -471,6 +471,15 @@ def test_last_step_is_the_last_move_and_the_path_can_be_dropped(dtype, tol):
     )
 
 
+def test_without_the_trajectory_no_path_is_allocated():
+    # room for 10^12 steps would be 48 TB: only a run that allocates no path can start
+    X, psi0, prior = small_problem(11, n=5, m=6, D=3)
+    out = fixed_points(
+        X, 0.5, psi0=psi0, prior=prior, max_iter=10**12, tol=1e3, keep_trajectory=False
+    )
+    assert out.iterations == 1 and out.trajectory.shape == (2, 6, 3)
+
+
 @pytest.mark.parametrize("tol", [1e3, 1e-1, 1e-3, 1e-5])
 def test_tol_stops_at_the_first_small_step(tol):
     X, psi0, prior = small_problem(9)
