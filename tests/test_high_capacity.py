@@ -22,6 +22,7 @@ from vaebook.high_capacity import (
     gaussian_tile_posterior,
     gibbs_posterior,
     grid_basis,
+    learned_sigma_rounds,
     lipschitz_constraint,
     mean_critical_beta,
     nearest_neighbour_error,
@@ -2078,15 +2079,36 @@ def test_learned_sigma_goes_to_zero_on_two_points():
     a = 0.3
     X = torch.tensor([[a, 0.0], [-a, 0.0]], dtype=F64)
     centres, masses = grid_basis(8)
-    psi, sigma2 = centres, [0.5 * a**2]
-    for _ in range(10):
-        run = fixed_points(
-            X, sigma2[-1], psi0=psi, prior=masses, max_iter=3000, tol=1e-12, dtype=F64
-        )
-        psi = run.psi
-        sigma2.append(run.reconstruction_error / X.shape[1])
+    sigma2, last = learned_sigma_rounds(X, 0.5 * a**2, psi0=centres, prior=masses, rounds=10)
+    assert sigma2.shape == (11,) and sigma2[0] == 0.5 * a**2
     assert np.all(np.diff(sigma2) < 0)
     assert sigma2[-1] < 1e-50
+    assert last.converged and last.reconstruction_error / 2 == sigma2[-1]
+
+
+def test_learned_sigma_rounds_start_each_round_where_the_last_stopped():
+    # one call of 2 rounds is two calls of 1 round, the second started from the first's psi
+    X, psi0, prior = small_problem(12, n=5, m=6, D=3)
+    both, last = learned_sigma_rounds(X, 0.3, psi0=psi0, prior=prior, rounds=2)
+    first, run = learned_sigma_rounds(X, 0.3, psi0=psi0, prior=prior, rounds=1)
+    second, run2 = learned_sigma_rounds(X, first[-1], psi0=run.psi, prior=prior, rounds=1)
+    np.testing.assert_array_equal(both, [0.3, first[1], second[1]])
+    torch.testing.assert_close(last.psi, run2.psi, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"sigma2": 0.0}, ValueError, "sigma2 must be > 0"),
+        ({"rounds": 0}, ValueError, "rounds must be > 0"),
+        ({"rounds": 2.0}, TypeError, "rounds must be an int"),
+    ],
+)
+def test_learned_sigma_rounds_rejects_bad_input(kwargs, error, match):
+    X, psi0, prior = small_problem(13, n=5, m=6, D=3)
+    args = {"sigma2": 0.1, "rounds": 1, **kwargs}
+    with pytest.raises(error, match="^" + match):
+        learned_sigma_rounds(X, args.pop("sigma2"), psi0=psi0, prior=prior, **args)
 
 
 def test_mean_critical_beta_is_the_largest_variance_in_any_dimension_and_place():

@@ -43,6 +43,7 @@ __all__ = [
     "gaussian_tile_posterior",
     "gibbs_posterior",
     "grid_basis",
+    "learned_sigma_rounds",
     "lipschitz_constraint",
     "mean_critical_beta",
     "nearest_neighbour_error",
@@ -378,6 +379,46 @@ def fixed_points(
     else:
         trajectory = torch.stack([trajectory[0].to(F64), psi])
     return FixedPoints(psi, trajectory, q, u, kl, steps, step, converged)
+
+
+def learned_sigma_rounds(
+    X,
+    sigma2: float,
+    *,
+    psi0,
+    prior=None,
+    rounds: int = 10,
+    max_iter: int = 3000,
+    tol: float = 1e-12,
+) -> tuple[np.ndarray, FixedPoints]:
+    r"""A learned decoder variance (Section 2.1 (ii)), by alternation in the tile basis.
+
+    Each round iterates eq. 15 at ``β = σ²`` (the KL weight is 1, so the energy is the
+    Gaussian log-likelihood) from the previous round's ψ until a step moves ψ by less than
+    ``tol`` (float64), then sets ``σ² = u / D``, the best variance for those reconstructions.
+
+    Parameters
+    ----------
+    X : ``(n, D)`` data; sigma2 : float > 0, the starting σ²; psi0 : ``(m, D)`` the first
+        round's start; prior : ``(m,)`` tile masses (default uniform); rounds : int > 0;
+    max_iter, tol : passed to :func:`fixed_points` for every round.
+
+    Returns
+    -------
+    ``(sigma2s, last)``: the ``rounds + 1`` values of σ², the start first, and the last round's
+    :class:`FixedPoints` (its ``reconstruction_error / D`` is ``sigma2s[-1]``).
+    """
+    X = _data(X)
+    sigmas = [check_positive(sigma2, "sigma2")]
+    rounds = check_positive_int(rounds, "rounds")
+    psi = psi0
+    for _ in range(rounds):
+        run = fixed_points(
+            X, sigmas[-1], psi0=psi, prior=prior, max_iter=max_iter, tol=tol, dtype=F64
+        )
+        psi = run.psi
+        sigmas.append(run.reconstruction_error / X.shape[1])
+    return np.array(sigmas), run
 
 
 def reconstruction_curve(X, betas, **kwargs) -> np.ndarray:
