@@ -2096,6 +2096,15 @@ def test_learned_sigma_rounds_start_each_round_where_the_last_stopped():
     torch.testing.assert_close(last.psi, run2.psi, rtol=0, atol=0)
 
 
+def test_learned_sigma_rounds_defaults_and_prior_are_passed_on():
+    X, psi0, _ = small_problem(14, n=5, m=6, D=3)
+    prior = torch.softmax(torch.arange(6, dtype=F64), 0)  # unequal tile masses
+    assert learned_sigma_rounds(X, 0.3, psi0=psi0, prior=prior)[0].shape == (11,)  # 10 rounds
+    direct = fixed_points(X, 0.3, psi0=psi0, prior=prior, max_iter=3000, tol=1e-300, dtype=F64)
+    first, run = learned_sigma_rounds(X, 0.3, psi0=psi0, prior=prior, rounds=1, tol=1e-300)
+    assert run.iterations == direct.iterations and first[1] == direct.reconstruction_error / 3
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
